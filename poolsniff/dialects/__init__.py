@@ -1,0 +1,224 @@
+"""Mining dialects: one module per wire dialect, all sans-IO.
+
+Each dialect module exports ``NAME``, ``REQUESTS`` (method name -> handler for
+a request or notification) and optionally ``on_orphan_result`` (a response whose
+request we did not see: pushed jobs, sessions caught mid-stream). Handlers take
+``(session, msg, direction, frame, ts)`` and append observations to
+``session.out``; they never print and never raise on message content.
+
+Adding a dialect is adding a module to :data:`DIALECTS`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+from poolsniff.model import TOCLIENT, TOSERVER, Observation
+
+MAX_PENDING = 256      # outstanding request ids remembered per session
+MAX_JOBS = 64          # job id -> work map entries per session
+
+Handler = Callable[["Session", dict[str, Any], str, int, float], None]
+
+
+class Session:
+    """Mining-session state of one flow (what the dialect handlers share)."""
+
+    __slots__ = ("dialect", "variant", "pending", "jobs", "next_diff", "out",
+                 "client_is_a", "direction_proven", "algo", "unit", "work",
+                 "mining_frames", "extranonce_subscribed", "ws", "pending_target")
+
+    def __init__(self) -> None:
+        self.dialect: str | None = None
+        self.variant: str | None = None          # sha256d, ethash, kawpow, equihash, kheavyhash...
+        self.pending: OrderedDict[Any, deque[tuple[str, dict[str, Any]]]] = OrderedDict()
+        self.jobs: OrderedDict[str, tuple[float, str]] = OrderedDict()  # job -> (raw, unit)
+        self.next_diff: float | None = None
+        self.out: list[Observation] = []
+        self.client_is_a: bool | None = None
+        self.direction_proven = False
+        self.algo: str | None = None
+        self.unit: str | None = None             # "diff" (difficulty) or "target" (hashes)
+        self.work: float | None = None           # raw work of the job in force
+        self.mining_frames = 0
+        self.extranonce_subscribed = False
+        self.ws = False
+        self.pending_target: float | None = None   # ZIP 301 / KawPow set_target, next job
+
+    # -- helpers for handlers -----------------------------------------------------
+    def emit(self, kind: str, frame: int, ts: float, direction: str, dialect: str | None,
+             method: str | None = None, **data: Any) -> None:
+        self.out.append(Observation(kind, frame, ts, direction, dialect, method, data))
+
+    def set_dialect(self, name: str) -> None:
+        if self.dialect is None or self.dialect in ("stratum", "jsonrpc-mining"):
+            self.dialect = name
+
+    def remember(self, msg_id: Any, method: str, **extra: Any) -> None:
+        if msg_id is None or not isinstance(msg_id, (int, str)) or isinstance(msg_id, bool):
+            return
+        q = self.pending.get(msg_id)
+        if q is None:
+            if len(self.pending) >= MAX_PENDING:
+                self.pending.popitem(last=False)
+            q = self.pending[msg_id] = deque(maxlen=16)
+        q.append((method, extra))
+
+    def recall(self, msg_id: Any) -> tuple[str, dict[str, Any]] | None:
+        if not isinstance(msg_id, (int, str)) or isinstance(msg_id, bool):
+            return None
+        q = self.pending.get(msg_id)
+        if not q:
+            return None
+        item = q.popleft()
+        if not q:
+            del self.pending[msg_id]
+        return item
+
+    def add_job(self, job_id: Any, raw: float, unit: str, frame: int, ts: float,
+                direction: str, dialect: str, algo: str | None) -> None:
+        """A job with known work arrived: it is the job in force from now on."""
+        key = str(job_id)[:128]
+        if len(self.jobs) >= MAX_JOBS:
+            self.jobs.popitem(last=False)
+        self.jobs[key] = (raw, unit)
+        if algo:
+            self.algo = algo
+        if raw != self.work or unit != self.unit:
+            self.work, self.unit = raw, unit
+            self.emit("work", frame, ts, direction, dialect, raw=raw, unit=unit,
+                      algorithm=self.algo)
+        self.emit("job", frame, ts, direction, dialect, job_id=key)
+
+    def job_work(self, job_id: Any) -> tuple[float, str] | None:
+        hit = self.jobs.get(str(job_id)[:128])
+        if hit is not None:
+            return hit
+        if self.work is not None and self.unit is not None:
+            return self.work, self.unit
+        return None
+
+
+def str_or_none(v: Any, limit: int = 512) -> str | None:
+    if isinstance(v, str):
+        return v[:limit]
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def hex_int(v: Any) -> int | None:
+    """Numbers on the wire arrive as JSON numbers or hex strings, with or without 0x."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if v >= 0 else None
+    if isinstance(v, str) and 0 < len(v) <= 130:
+        s = v[2:] if v[:2] in ("0x", "0X") else v
+        try:
+            return int(s, 16)
+        except ValueError:
+            return None
+    return None
+
+
+def is_hex(v: Any, lengths: tuple[int, ...] | None = None) -> bool:
+    if not isinstance(v, str):
+        return False
+    s = v[2:] if v[:2] in ("0x", "0X") else v
+    if lengths is not None and len(s) not in lengths:
+        return False
+    if not s or len(s) > 4096:
+        return False
+    try:
+        int(s, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def other(direction: str) -> str:
+    return TOCLIENT if direction == TOSERVER else TOSERVER
+
+
+from poolsniff.dialects import (  # noqa: E402  (the registry needs Session above)
+    coinhive,
+    cryptonote,
+    ethproxy,
+    getwork,
+    grin,
+    stratum,
+)
+
+#: dialect modules in the order orphan results are offered to them
+DIALECTS = (stratum, ethproxy, cryptonote, grin, getwork, coinhive)
+
+#: method -> (module, handler); client methods prove the sender is the miner
+REQUESTS: dict[str, tuple[Any, Handler]] = {}
+#: remembered request name -> module whose ``on_result`` reads the response
+RESULT_OWNERS: dict[str, Any] = {}
+CLIENT_METHODS: set[str] = set()
+SERVER_METHODS: set[str] = set()
+for _mod in DIALECTS:
+    for _m, _h in _mod.REQUESTS.items():
+        REQUESTS.setdefault(_m, (_mod, _h))
+    for _r in _mod.RESULTS:
+        RESULT_OWNERS.setdefault(_r, _mod)
+    CLIENT_METHODS.update(getattr(_mod, "CLIENT_METHODS", ()))
+    SERVER_METHODS.update(getattr(_mod, "SERVER_METHODS", ()))
+
+
+def sender_role(msg: dict[str, Any]) -> str | None:
+    """'client' or 'server' when the message itself proves who sent it."""
+    method = msg.get("method")
+    if isinstance(method, str):
+        if method in CLIENT_METHODS and _valid(msg, method):
+            return "client"
+        if method in SERVER_METHODS and _valid(msg, method):
+            return "server"
+        return None
+    kind = coinhive.is_type_message(msg)
+    if kind is not None:
+        return "client" if kind in coinhive.CLIENT_TYPES else "server"
+    return None
+
+
+def _valid(msg: dict[str, Any], method: str) -> bool:
+    entry = REQUESTS.get(method)
+    if entry is None:
+        return False
+    check = getattr(entry[0], "shape_ok", None)
+    return bool(check is None or check(method, msg))
+
+
+def handle(session: Session, msg: dict[str, Any], direction: str, frame: int, ts: float) -> None:
+    """Route one JSON message to its dialect; observations land in ``session.out``."""
+    method = msg.get("method")
+    if isinstance(method, str):
+        entry = REQUESTS.get(method)
+        if entry is None:
+            return
+        mod, handler = entry
+        check = getattr(mod, "shape_ok", None)
+        if check is not None and not check(method, msg):
+            return
+        handler(session, msg, direction, frame, ts)
+        return
+    kind = coinhive.is_type_message(msg)
+    if kind is not None:
+        coinhive.handle_type(session, kind, msg, direction, frame, ts)
+        return
+    if "result" in msg or "error" in msg:
+        req = session.recall(msg.get("id"))
+        if req is not None:
+            name, extra = req
+            owner = RESULT_OWNERS.get(name)
+            if owner is not None:
+                owner.on_result(session, name, extra, msg, direction, frame, ts)
+                return
+        for mod in DIALECTS:
+            orphan = getattr(mod, "on_orphan_result", None)
+            if orphan is not None and orphan(session, msg, direction, frame, ts):
+                return

@@ -1,0 +1,408 @@
+"""Evidence: what a flow showed (``FlowRecord``) folded into per-host records
+(``HostEvidence``) that merge: counts and sums add, times take min/max, sets
+unite (capped, with a count of what did not fit), evidence lists keep the
+earliest entries. Two scans of two files merge into the answer of one scan of
+both, which is what makes long watches, restarts and scale-out correct.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolsniff.coins import find_wallets
+from poolsniff.estimate import SCRYPT_COINS, hashrate_ci, work_factor
+from poolsniff.model import TOSERVER, Observation
+
+MAX_SET = 100            # workers, wallets, agents, pools kept per host
+MAX_EVIDENCE = 40        # evidence entries kept per host (earliest)
+MAX_FLOW_EVIDENCE = 12   # evidence entries kept per flow
+VERDICTS = {"none": 0, "suspect": 1, "mining": 2}
+
+#: default coin of an algorithm when nothing else tells
+ALGO_COIN = {"sha256d": "BTC", "scrypt": "LTC", "ethash": "ETH", "kawpow": "RVN",
+             "equihash": "ZEC", "kheavyhash": "KAS", "cuckoo": "GRIN"}
+
+
+def algo_coin(algo: str | None) -> str | None:
+    if not algo:
+        return None
+    if algo.startswith(("rx/", "cn")) or algo in ("randomx", "cryptonight"):
+        return "XMR" if algo in ("rx/0", "cn", "cn/r", "cn/2", "cn/1", "cn/0", "randomx") else None
+    return ALGO_COIN.get(algo)
+
+
+@dataclass
+class CappedSet:
+    """A set that keeps at most ``cap`` items and counts the rest."""
+
+    items: set[Any] = field(default_factory=set)
+    more: int = 0
+    cap: int = MAX_SET
+
+    def add(self, x: Any) -> None:
+        if x in self.items:
+            return
+        if len(self.items) < self.cap:
+            self.items.add(x)
+        else:
+            self.more += 1
+
+    def merge(self, other: CappedSet) -> None:
+        for x in sorted(other.items, key=repr):
+            self.add(x)
+        self.more += other.more
+
+    def sorted(self) -> list[Any]:
+        return sorted(self.items, key=lambda v: (str(type(v)), v if not isinstance(v, tuple)
+                                                 else tuple(str(x) for x in v)))
+
+
+class FlowRecord:
+    """Evidence of one flow, folded from the observations of its session."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.proof = False
+        self.dialects: list[str] = []
+        self.methods: dict[str, int] = {}
+        self.logins: list[str] = []
+        self.agents: list[str] = []
+        self.worker_fields: list[str] = []
+        self.pool_hosts: list[tuple[str, int | None]] = []
+        self.submitted = self.accepted = self.rejected = self.stale = 0
+        self.jobs = 0
+        self.difficulties: list[float] = []
+        self.reported: list[float] = []
+        self.reported_n = 0
+        self.reported_sum = 0.0
+        self.reject_errors: list[tuple[Any, Any]] = []
+        self.evidence: list[dict[str, Any]] = []
+        self.evidence_total = 0
+        self.algo: str | None = None
+        # exposure bookkeeping: raw work in force since seg_start
+        self.work_raw: float | None = None
+        self.work_unit: str | None = None
+        self.seg_start = 0.0
+        self.exposure_raw: dict[str, float] = {}     # unit -> Σ dt / raw
+        self.n_exposed: dict[str, int] = {}          # unit -> accepted shares with work known
+        self.accepted_raw: dict[str, float] = {}     # unit -> Σ raw work of accepted shares
+        self.first_work_ts: float | None = None
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+
+    def note(self, reason: str, frame: int, ts: float, direction: str | None = None,
+             **extra: Any) -> None:
+        self.evidence_total += 1
+        if len(self.evidence) < MAX_FLOW_EVIDENCE:
+            e = {"pcap_cnt": frame, "ts": ts, "reason": reason}
+            if direction:
+                e["dir"] = direction
+            e.update(extra)
+            self.evidence.append(e)
+
+    def fold(self, o: Observation) -> None:
+        k = o.kind
+        d = o.data
+        if self.first_ts is None:
+            self.first_ts = o.ts
+        self.last_ts = o.ts
+        if o.dialect and o.dialect not in self.dialects and k == "method":
+            self.dialects.append(o.dialect)
+        if k == "method":
+            name = o.method or "?"
+            n = self.methods.get(name, 0)
+            self.methods[name] = n + 1
+            if d.get("proof"):
+                self.proof = True
+            if n < 2 and len(self.methods) < 64:
+                arrow = "client→pool" if o.direction == TOSERVER else "pool→client"
+                self.note(f"{o.dialect} {name} ({arrow})", o.frame, o.ts, o.direction,
+                          method=name)
+        elif k == "login":
+            login = d.get("login")
+            if login and login not in self.logins and len(self.logins) < MAX_SET:
+                self.logins.append(login)
+                if d.get("via") != "submit":
+                    self.note(f"login '{login[:80]}'", o.frame, o.ts, o.direction)
+        elif k == "agent":
+            a = d.get("agent")
+            if a and a not in self.agents and len(self.agents) < 16:
+                self.agents.append(a)
+        elif k == "worker_field":
+            w = d.get("worker")
+            if w and w not in self.worker_fields and len(self.worker_fields) < 16:
+                self.worker_fields.append(w)
+        elif k == "pool_host":
+            h = (d.get("host"), d.get("port"))
+            if h[0] and h not in self.pool_hosts and len(self.pool_hosts) < 16:
+                self.pool_hosts.append(h)
+        elif k == "share":
+            self.submitted += 1
+            if self.submitted == 1:
+                self.note("first share submitted", o.frame, o.ts, o.direction, method=o.method)
+        elif k == "accepted":
+            self.accepted += 1
+            if self.accepted == 1:
+                self.note("first share accepted by pool", o.frame, o.ts, o.direction)
+            if d.get("exposed") and d.get("work") and d.get("unit"):
+                u = d["unit"]
+                self.n_exposed[u] = self.n_exposed.get(u, 0) + 1
+                self.accepted_raw[u] = self.accepted_raw.get(u, 0.0) + float(d["work"])
+        elif k == "rejected":
+            self.rejected += 1
+            if d.get("stale"):
+                self.stale += 1
+            if len(self.reject_errors) < 16:
+                self.reject_errors.append((d.get("code"), d.get("error")))
+        elif k == "work":
+            self._close_segment(o.ts)
+            self.work_raw, self.work_unit = float(d["raw"]), d["unit"]
+            self.seg_start = o.ts
+            if self.first_work_ts is None:
+                self.first_work_ts = o.ts
+            if d.get("algorithm"):
+                self.algo = d["algorithm"]
+        elif k == "difficulty":
+            v = d.get("difficulty", d.get("work"))
+            if isinstance(v, (int, float)) and v not in self.difficulties \
+                    and len(self.difficulties) < 32:
+                self.difficulties.append(float(v))
+        elif k == "job":
+            self.jobs += 1
+        elif k == "hashrate_reported":
+            hs = float(d["hs"])
+            self.reported_n += 1
+            self.reported_sum += hs
+            self.reported.append(hs)
+            if len(self.reported) > 2:
+                self.reported[:] = [min(self.reported), max(self.reported)]
+
+    def _close_segment(self, ts: float) -> None:
+        if self.work_raw and self.work_unit and ts > self.seg_start:
+            u = self.work_unit
+            self.exposure_raw[u] = self.exposure_raw.get(u, 0.0) + (ts - self.seg_start) / self.work_raw
+        self.seg_start = ts
+
+    def finish(self, end_ts: float) -> None:
+        """Close the exposure at the flow's last packet."""
+        self._close_segment(end_ts)
+
+
+@dataclass
+class AlgoRate:
+    """Mergeable hashrate accumulator for one algorithm."""
+
+    n: int = 0                 # accepted shares submitted while work was known
+    exposure: float = 0.0      # seconds per hash
+    work: float = 0.0          # Σ hashes of those shares
+    window_s: float = 0.0      # seconds with a job of known work in force
+    reported_n: int = 0
+    reported_sum: float = 0.0
+    reported_min: float = math.inf
+    reported_max: float = 0.0
+
+    def merge(self, o: AlgoRate) -> None:
+        self.n += o.n
+        self.exposure += o.exposure
+        self.work += o.work
+        self.window_s += o.window_s
+        self.reported_n += o.reported_n
+        self.reported_sum += o.reported_sum
+        self.reported_min = min(self.reported_min, o.reported_min)
+        self.reported_max = max(self.reported_max, o.reported_max)
+
+
+class HostEvidence:
+    """Everything known about one IP that mines (or looks like it)."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.verdict = "none"
+        self.reasons: CappedSet = CappedSet(cap=16)
+        self.dialects: CappedSet = CappedSet(cap=16)
+        self.coins: CappedSet = CappedSet(cap=16)
+        self.pools: CappedSet = CappedSet()        # (ip, port, domain)
+        self.workers: CappedSet = CappedSet()
+        self.wallets: CappedSet = CappedSet()      # (address, coin, checksum)
+        self.agents: CappedSet = CappedSet(cap=32)
+        self.signatures: CappedSet = CappedSet(cap=32)
+        self.domains: CappedSet = CappedSet(cap=32)   # pool names looked up / contacted
+        self.methods: dict[str, int] = {}
+        self.submitted = self.accepted = self.rejected = self.stale = 0
+        self.rates: dict[str, AlgoRate] = {}
+        self.bytes_toserver = self.bytes_toclient = 0
+        self.pkts_toserver = self.pkts_toclient = 0
+        self.sessions = 0
+        self.first_seen = math.inf
+        self.last_seen = -math.inf
+        self.evidence: list[dict[str, Any]] = []
+        self.evidence_total = 0
+
+    # -- building ----------------------------------------------------------------------
+    def raise_verdict(self, verdict: str, reason: str) -> None:
+        if VERDICTS[verdict] > VERDICTS[self.verdict]:
+            self.verdict = verdict
+        self.reasons.add(reason)
+
+    def seen(self, ts: float) -> None:
+        if ts < self.first_seen:
+            self.first_seen = ts
+        if ts > self.last_seen:
+            self.last_seen = ts
+
+    def add_evidence(self, items: list[dict[str, Any]], total: int | None = None) -> None:
+        self.evidence.extend(items)
+        self.evidence.sort(key=_ev_key)
+        del self.evidence[MAX_EVIDENCE:]
+        self.evidence_total += len(items) if total is None else total
+
+    def add_flow(self, rec: FlowRecord, pool: tuple[str, int, str | None], bytes_ts: int,
+                 bytes_tc: int, pkts_ts: int, pkts_tc: int, first: float, last: float,
+                 flow_info: dict[str, Any], pool_coins: tuple[str, ...] = ()) -> None:
+        self.sessions += 1
+        self.pools.add(pool)
+        self.bytes_toserver += bytes_ts
+        self.bytes_toclient += bytes_tc
+        self.pkts_toserver += pkts_ts
+        self.pkts_toclient += pkts_tc
+        self.seen(first)
+        self.seen(last)
+        for dl in rec.dialects:
+            self.dialects.add(dl)
+        for m, n in rec.methods.items():
+            self.methods[m] = self.methods.get(m, 0) + n
+        flow_coins: set[str] = set()
+        for login in rec.logins:
+            self.workers.add(login)
+            for w in find_wallets(login):
+                self.wallets.add((w.address, w.coin, w.checksum))
+                flow_coins.add(w.coin)
+        for a in rec.agents:
+            self.agents.add(a)
+        self.submitted += rec.submitted
+        self.accepted += rec.accepted
+        self.rejected += rec.rejected
+        self.stale += rec.stale
+        algo = resolve_algorithm(rec.algo, flow_coins | set(pool_coins))
+        coin = resolve_coin(algo, flow_coins, pool_coins)
+        if coin:
+            self.coins.add(coin)
+        for unit, raw_exp in rec.exposure_raw.items():
+            if not algo:
+                continue
+            f = work_factor(algo, unit)
+            r = self.rates.setdefault(algo, AlgoRate())
+            r.exposure += raw_exp / f
+            r.n += rec.n_exposed.get(unit, 0)
+            r.work += rec.accepted_raw.get(unit, 0.0) * f
+        if algo and rec.first_work_ts is not None and rec.exposure_raw:
+            self.rates.setdefault(algo, AlgoRate()).window_s += max(0.0, last - rec.first_work_ts)
+        if rec.reported_n:
+            r = self.rates.setdefault(algo or "ethash", AlgoRate())
+            r.reported_n += rec.reported_n
+            r.reported_sum += rec.reported_sum
+            r.reported_min = min(r.reported_min, min(rec.reported))
+            r.reported_max = max(r.reported_max, max(rec.reported))
+        self.add_evidence([dict(e, **flow_info) for e in rec.evidence], rec.evidence_total)
+
+    # -- merging -----------------------------------------------------------------------
+    def merge(self, o: HostEvidence) -> None:
+        if VERDICTS[o.verdict] > VERDICTS[self.verdict]:
+            self.verdict = o.verdict
+        for name in ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents",
+                     "signatures", "domains"):
+            getattr(self, name).merge(getattr(o, name))
+        for m, n in o.methods.items():
+            self.methods[m] = self.methods.get(m, 0) + n
+        self.submitted += o.submitted
+        self.accepted += o.accepted
+        self.rejected += o.rejected
+        self.stale += o.stale
+        for a, r in o.rates.items():
+            self.rates.setdefault(a, AlgoRate()).merge(r)
+        self.bytes_toserver += o.bytes_toserver
+        self.bytes_toclient += o.bytes_toclient
+        self.pkts_toserver += o.pkts_toserver
+        self.pkts_toclient += o.pkts_toclient
+        self.sessions += o.sessions
+        self.first_seen = min(self.first_seen, o.first_seen)
+        self.last_seen = max(self.last_seen, o.last_seen)
+        self.add_evidence(list(o.evidence), o.evidence_total)
+
+    # -- output --------------------------------------------------------------------------
+    def hashrate(self) -> list[dict[str, Any]]:
+        out = []
+        for algo in sorted(self.rates):
+            r = self.rates[algo]
+            entry: dict[str, Any] = {"algorithm": algo, "hs": None, "ci95": None,
+                                     "shares": r.n, "window_s": round(r.window_s, 3)}
+            if r.exposure > 0:
+                est, lo, hi = hashrate_ci(r.n, r.exposure)
+                entry.update(hs=est, ci95=[lo, hi],
+                             hs_from_work=(r.work / r.window_s) if r.window_s > 0 else None)
+            if r.reported_n:
+                entry["reported"] = {"mean_hs": r.reported_sum / r.reported_n,
+                                     "min_hs": r.reported_min, "max_hs": r.reported_max,
+                                     "count": r.reported_n}
+            out.append(entry)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ip": self.ip,
+            "verdict": self.verdict,
+            "reasons": self.reasons.sorted(),
+            "dialects": self.dialects.sorted(),
+            "coins": self.coins.sorted(),
+            "pools": [{"ip": p[0], "port": p[1], "domain": p[2]} for p in self.pools.sorted()],
+            "pools_more": self.pools.more,
+            "workers": self.workers.sorted(),
+            "workers_more": self.workers.more,
+            "wallets": [{"address": w[0], "coin": w[1], "checksum": w[2]}
+                        for w in self.wallets.sorted()],
+            "agents": self.agents.sorted(),
+            "signatures": self.signatures.sorted(),
+            "domains": self.domains.sorted(),
+            "methods": dict(sorted(self.methods.items())),
+            "shares": {"submitted": self.submitted, "accepted": self.accepted,
+                       "rejected": self.rejected, "stale": self.stale},
+            "hashrate": self.hashrate(),
+            "sessions": self.sessions,
+            "bytes_toserver": self.bytes_toserver,
+            "bytes_toclient": self.bytes_toclient,
+            "pkts_toserver": self.pkts_toserver,
+            "pkts_toclient": self.pkts_toclient,
+            "first_seen": self.first_seen if self.first_seen != math.inf else None,
+            "last_seen": self.last_seen if self.last_seen != -math.inf else None,
+            "evidence": self.evidence,
+            "evidence_total": self.evidence_total,
+        }
+
+
+def _ev_key(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (e.get("ts", 0.0), str(e.get("pcap_filename", "")), e.get("pcap_cnt", 0),
+            e.get("reason", ""))
+
+
+def resolve_algorithm(algo: str | None, coins: set[str]) -> str | None:
+    """The session's algorithm, with Scrypt told apart from SHA-256d by the coin."""
+    if algo == "sha256d" and coins & SCRYPT_COINS and "BTC" not in coins:
+        return "scrypt"
+    return algo
+
+
+def resolve_coin(algo: str | None, wallet_coins: set[str], pool_coins: tuple[str, ...]) -> str | None:
+    """Coin: the wallet's format, narrowed by the pool's coins; else the algorithm's default."""
+    pc = set(pool_coins)
+    for c in sorted(wallet_coins):
+        if c == "ETH" and pc and "ETH" not in pc and pc & {"ETC", "ETHW", "BSC"}:
+            return sorted(pc & {"ETC", "ETHW"})[0] if pc & {"ETC", "ETHW"} else c
+        return c
+    default = algo_coin(algo)
+    if default and (not pc or default in pc):
+        return default
+    if len(pc) == 1:
+        return next(iter(pc))
+    return default

@@ -1,0 +1,313 @@
+"""Message framing on reassembled byte streams: JSON lines, HTTP/1.x and WebSocket.
+
+Each framer is sans-IO: bytes (with the frame number and time of the segment
+that carried them) go in, complete messages come out through a callback. All
+buffers are bounded; anything longer than its cap is an anomaly, not memory
+growth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+MAX_LINE_BYTES = 64 * 1024        # a JSON-RPC line longer than this is hostile
+MAX_HTTP_HEADER = 16 * 1024
+MAX_HTTP_BODY = 256 * 1024
+MAX_WS_MESSAGE = 64 * 1024
+
+#: on_message(payload, frame, ts)
+OnMessage = Callable[[bytes, int, float], None]
+#: on_anomaly(event, frame, ts)
+OnAnomaly = Callable[[str, int, float], None]
+
+
+def parse_json(line: bytes) -> Any:
+    """Parse one JSON message; ``None`` when it is not a JSON object.
+
+    orjson rejects invalid UTF-8 and nesting deeper than 1024 with an ordinary
+    ``JSONDecodeError`` (never a ``RecursionError``), which is why it is used.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        return None
+    s = line.lstrip()
+    if not s.startswith(b"{"):
+        return None
+    try:
+        msg = orjson.loads(s)
+    except orjson.JSONDecodeError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+class LineFramer:
+    """Splits a byte stream on LF; tolerates CRLF; re-syncs after gaps."""
+
+    __slots__ = ("buf", "on_line", "on_anomaly", "resync", "max_line", "lines", "oversize")
+
+    def __init__(self, on_line: OnMessage, on_anomaly: OnAnomaly, resync: bool = False,
+                 max_line: int = MAX_LINE_BYTES) -> None:
+        self.buf = bytearray()
+        self.on_line = on_line
+        self.on_anomaly = on_anomaly
+        self.resync = resync        # discard up to the next LF (mid-line start)
+        self.max_line = max_line
+        self.lines = 0
+        self.oversize = 0
+
+    def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> None:
+        if gap:
+            self.buf.clear()
+            self.resync = True
+        start = 0
+        if self.resync:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            start = nl + 1
+            self.resync = False
+            # a stream picked up mid-line may also start on a line boundary
+            head = data[:nl].strip()
+            if head.startswith(b"{") and head.endswith(b"}"):
+                start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            if self.buf:
+                self.buf += data[start:nl]
+                line = bytes(self.buf)
+                self.buf.clear()
+            else:
+                line = data[start:nl]
+            start = nl + 1
+            if len(line) > self.max_line:
+                self.oversize += 1
+                self.on_anomaly("framing.line_too_long", frame, ts)
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                self.lines += 1
+                self.on_line(line, frame, ts)
+        rest = len(data) - start
+        if rest:
+            if len(self.buf) + rest > self.max_line:
+                self.oversize += 1
+                self.on_anomaly("framing.line_too_long", frame, ts)
+                self.buf.clear()
+                self.resync = True
+            else:
+                self.buf += data[start:]
+
+    def flush(self, frame: int, ts: float) -> None:
+        """End of stream: a last line without LF still counts (one message)."""
+        if self.buf and not self.resync:
+            line = bytes(self.buf).rstrip(b"\r")
+            self.buf.clear()
+            if line.strip():
+                self.lines += 1
+                self.on_line(line, frame, ts)
+
+
+class HttpMessage:
+    """One HTTP/1.x request or response."""
+
+    __slots__ = ("start", "headers", "body", "frame", "ts")
+
+    def __init__(self, start: str, headers: dict[str, str], body: bytes, frame: int, ts: float):
+        self.start = start
+        self.headers = headers
+        self.body = body
+        self.frame = frame
+        self.ts = ts
+
+    @property
+    def is_request(self) -> bool:
+        return not self.start.startswith("HTTP/")
+
+
+HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ")
+
+
+def looks_like_http(data: bytes) -> bool:
+    return data.startswith(HTTP_METHODS) or data.startswith(b"HTTP/1.")
+
+
+class HttpFramer:
+    """Parses pipelined HTTP/1.x messages (Content-Length or chunked bodies)."""
+
+    __slots__ = ("buf", "on_message", "on_anomaly", "dead", "frame", "ts", "is_response",
+                 "upgraded")
+
+    def __init__(self, on_message: Callable[[HttpMessage], None], on_anomaly: OnAnomaly) -> None:
+        self.buf = bytearray()
+        self.on_message = on_message
+        self.on_anomaly = on_anomaly
+        self.dead = False
+        self.frame = 0
+        self.ts = 0.0
+        self.upgraded = False
+
+    def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> bytes:
+        """Feed bytes; returns bytes left over after a protocol upgrade."""
+        if self.dead:
+            return b""
+        if gap:
+            self.buf.clear()
+        self.buf += data
+        self.frame, self.ts = frame, ts
+        while self.buf and not self.dead and not self.upgraded:
+            if not self._one():
+                break
+        if len(self.buf) > MAX_HTTP_HEADER + MAX_HTTP_BODY:
+            self.on_anomaly("http.message_too_long", frame, ts)
+            self.buf.clear()
+            self.dead = True
+        if self.upgraded:
+            rest = bytes(self.buf)
+            self.buf.clear()
+            return rest
+        return b""
+
+    def _one(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > MAX_HTTP_HEADER:
+                self.on_anomaly("http.header_too_long", self.frame, self.ts)
+                self.dead = True
+            return False
+        head = bytes(self.buf[:end]).decode("latin-1")
+        lines = head.split("\r\n")
+        start = lines[0]
+        if not (start.startswith("HTTP/") or start.split(" ", 1)[0].isalpha()):
+            self.on_anomaly("http.bad_start_line", self.frame, self.ts)
+            self.dead = True
+            return False
+        headers: dict[str, str] = {}
+        for ln in lines[1:]:
+            k, sep, v = ln.partition(":")
+            if sep:
+                headers[k.strip().lower()] = v.strip()
+        pos = end + 4
+        body = b""
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                le = self.buf.find(b"\r\n", pos)
+                if le < 0:
+                    return False
+                try:
+                    size = int(bytes(self.buf[pos:le]).split(b";")[0], 16)
+                except ValueError:
+                    self.on_anomaly("http.bad_chunk", self.frame, self.ts)
+                    self.dead = True
+                    return False
+                if size > MAX_HTTP_BODY:
+                    self.on_anomaly("http.body_too_long", self.frame, self.ts)
+                    self.dead = True
+                    return False
+                if size == 0:
+                    tr = self.buf.find(b"\r\n", le + 2)
+                    if tr < 0:
+                        return False
+                    pos = tr + 2
+                    break
+                if len(self.buf) < le + 2 + size + 2:
+                    return False
+                out += self.buf[le + 2:le + 2 + size]
+                pos = le + 2 + size + 2
+            body = bytes(out)
+        else:
+            try:
+                clen = int(headers.get("content-length", "0") or 0)
+            except ValueError:
+                clen = 0
+            if clen < 0 or clen > MAX_HTTP_BODY:
+                self.on_anomaly("http.body_too_long", self.frame, self.ts)
+                self.dead = True
+                return False
+            if len(self.buf) < pos + clen:
+                return False
+            body = bytes(self.buf[pos:pos + clen])
+            pos += clen
+        del self.buf[:pos]
+        msg = HttpMessage(start, headers, body, self.frame, self.ts)
+        if start.startswith("HTTP/1.1 101") or start.startswith("HTTP/1.0 101"):
+            self.upgraded = True
+        elif (not start.startswith("HTTP/") and "websocket" in headers.get("upgrade", "").lower()):
+            self.upgraded = True
+        self.on_message(msg)
+        return True
+
+
+class WebSocketFramer:
+    """RFC 6455 frames: unmasks client frames, joins fragments, emits text/binary messages."""
+
+    __slots__ = ("buf", "on_message", "on_anomaly", "parts", "dead")
+
+    def __init__(self, on_message: OnMessage, on_anomaly: OnAnomaly) -> None:
+        self.buf = bytearray()
+        self.on_message = on_message
+        self.on_anomaly = on_anomaly
+        self.parts = bytearray()
+        self.dead = False
+
+    def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> None:
+        if self.dead:
+            return
+        if gap:
+            self.on_anomaly("websocket.gap", frame, ts)
+            self.dead = True
+            return
+        self.buf += data
+        while len(self.buf) >= 2:
+            b0, b1 = self.buf[0], self.buf[1]
+            fin, opcode, masked, ln = b0 & 0x80, b0 & 0x0F, b1 & 0x80, b1 & 0x7F
+            pos = 2
+            if ln == 126:
+                if len(self.buf) < 4:
+                    return
+                ln = int.from_bytes(self.buf[2:4], "big")
+                pos = 4
+            elif ln == 127:
+                if len(self.buf) < 10:
+                    return
+                ln = int.from_bytes(self.buf[2:10], "big")
+                pos = 10
+            if ln > MAX_WS_MESSAGE:
+                self.on_anomaly("websocket.frame_too_long", frame, ts)
+                self.dead = True
+                self.buf.clear()
+                return
+            key = b""
+            if masked:
+                if len(self.buf) < pos + 4:
+                    return
+                key = bytes(self.buf[pos:pos + 4])
+                pos += 4
+            if len(self.buf) < pos + ln:
+                return
+            payload = bytes(self.buf[pos:pos + ln])
+            del self.buf[:pos + ln]
+            if key:
+                payload = _unmask(payload, key)
+            if opcode >= 8:          # control frames
+                continue
+            self.parts += payload
+            if len(self.parts) > MAX_WS_MESSAGE:
+                self.on_anomaly("websocket.message_too_long", frame, ts)
+                self.parts.clear()
+                continue
+            if fin:
+                msg = bytes(self.parts)
+                self.parts.clear()
+                self.on_message(msg, frame, ts)
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    mask = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")

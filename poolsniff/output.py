@@ -1,0 +1,194 @@
+"""Rendering scan results: rich table, JSON, eve.json-style JSON lines, CSV.
+
+Reports never parse packets; they read :class:`~poolsniff.scan.ScanResult`.
+Attacker-controlled strings (workers, agents) are escaped for each format:
+rich markup is escaped in tables, CSV cells that could start a formula are
+prefixed with a quote.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from poolsniff import __version__
+from poolsniff.estimate import human_rate
+from poolsniff.scan import ScanResult
+
+SENSOR = socket.gethostname()
+
+
+def eve_time(ts: float | None) -> str | None:
+    """Suricata's timestamp form: 2021-10-09T06:13:41.532140+0000."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def _host_json(h: dict[str, Any]) -> dict[str, Any]:
+    out = dict(h)
+    out["first_seen_iso"] = eve_time(h["first_seen"])
+    out["last_seen_iso"] = eve_time(h["last_seen"])
+    out["evidence"] = [dict(e, ts_iso=eve_time(e.get("ts"))) for e in h["evidence"]]
+    return out
+
+
+def write_json(res: ScanResult, fh: TextIO) -> None:
+    doc = {"hosts": [_host_json(h.to_dict()) for h in res.hosts], "stats": res.stats,
+           "poolsniff_version": __version__}
+    json.dump(doc, fh, ensure_ascii=False, indent=1, default=str)
+    fh.write("\n")
+
+
+def _envelope(event_type: str, ts: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+    ev: dict[str, Any] = {"timestamp": eve_time(ts), "event_type": event_type}
+    ev.update(extra)
+    ev["sensor"] = SENSOR
+    ev["poolsniff_version"] = __version__
+    return ev
+
+
+def events(res: ScanResult) -> list[dict[str, Any]]:
+    """eve.json-style records: one ``mining`` per host, ``pool_domain``, ``anomaly``, ``stats``."""
+    out: list[dict[str, Any]] = []
+    for d in res.domains:
+        ts = d.pop("ts", None) if "ts" in d else None
+        out.append(_envelope("pool_domain", ts, d))
+    for h in res.hosts:
+        hd = h.to_dict()
+        first = hd["evidence"][0] if hd["evidence"] else {}
+        pools = hd["pools"]
+        extra: dict[str, Any] = {
+            "src_ip": hd["ip"],
+            "dest_ip": pools[0]["ip"] if pools else None,
+            "dest_port": pools[0]["port"] if pools else None,
+            "proto": "TCP",
+            "app_proto": "stratum",
+        }
+        if first.get("pcap_filename"):
+            extra["pcap_filename"] = first["pcap_filename"]
+            extra["pcap_cnt"] = first.get("pcap_cnt")
+        if first.get("community_id"):
+            extra["community_id"] = first["community_id"]
+        extra["mining"] = {
+            "verdict": hd["verdict"], "reasons": hd["reasons"], "dialects": hd["dialects"],
+            "coins": hd["coins"], "pools": pools, "workers": hd["workers"],
+            "wallets": hd["wallets"], "agents": hd["agents"], "signatures": hd["signatures"],
+            "shares": hd["shares"], "hashrate": hd["hashrate"],
+            "bytes_toserver": hd["bytes_toserver"], "bytes_toclient": hd["bytes_toclient"],
+            "first_seen": eve_time(hd["first_seen"]), "last_seen": eve_time(hd["last_seen"]),
+            "evidence": [dict(e, ts=eve_time(e.get("ts"))) for e in hd["evidence"]],
+            "evidence_total": hd["evidence_total"],
+        }
+        extra["alert"] = {"signature_id": 9100001 if hd["verdict"] == "mining" else 9100002,
+                          "rev": 1,
+                          "signature": f"POOLSNIFF cryptocurrency mining ({hd['verdict']})",
+                          "category": "cryptomining",
+                          "severity": 2 if hd["verdict"] == "mining" else 3}
+        out.append(_envelope("mining", hd["first_seen"], extra))
+    for a in res.anomalies:
+        a = dict(a)
+        ts = a.pop("ts", None)
+        out.append(_envelope("anomaly", ts, a))
+    out.append(_envelope("stats", res.stats.get("last_ts"), {"stats": res.stats}))
+    return out
+
+
+def write_jsonl(res: ScanResult, fh: TextIO) -> None:
+    for ev in events(res):
+        fh.write(json.dumps(ev, ensure_ascii=False, default=str))
+        fh.write("\n")
+
+
+CSV_FIELDS = ["ip", "verdict", "coins", "dialects", "pools", "workers", "wallets", "agents",
+              "shares_submitted", "shares_accepted", "shares_rejected", "hashrate",
+              "bytes_toserver", "bytes_toclient", "first_seen", "last_seen", "first_evidence"]
+
+
+def csv_safe(v: str) -> str:
+    """Neutralise spreadsheet formulas in attacker-controlled text."""
+    if v and v[0] in "=+-@\t\r":
+        return "'" + v
+    return v
+
+
+def _rates(hd: dict[str, Any]) -> str:
+    parts = []
+    for r in hd["hashrate"]:
+        if r["hs"] is None:
+            continue
+        lo, hi = r["ci95"]
+        parts.append(f"{r['algorithm']} {human_rate(r['hs'], r['algorithm'])} "
+                     f"[{human_rate(lo, r['algorithm'])}-{human_rate(hi, r['algorithm'])}]")
+    return "; ".join(parts)
+
+
+def write_csv(res: ScanResult, fh: TextIO) -> None:
+    w = csv.writer(fh)
+    w.writerow(CSV_FIELDS)
+    for h in res.hosts:
+        hd = h.to_dict()
+        ev = hd["evidence"][0] if hd["evidence"] else {}
+        row = [hd["ip"], hd["verdict"], " ".join(hd["coins"]), " ".join(hd["dialects"]),
+               " ".join(f"{p['ip']}:{p['port']}" + (f"({p['domain']})" if p["domain"] else "")
+                        for p in hd["pools"]),
+               " ".join(hd["workers"]), " ".join(x["address"] for x in hd["wallets"]),
+               " | ".join(hd["agents"]), hd["shares"]["submitted"], hd["shares"]["accepted"],
+               hd["shares"]["rejected"], _rates(hd), hd["bytes_toserver"], hd["bytes_toclient"],
+               eve_time(hd["first_seen"]), eve_time(hd["last_seen"]),
+               f"{ev.get('pcap_filename', '')}#{ev.get('pcap_cnt', '')} {ev.get('reason', '')}"]
+        w.writerow([csv_safe(x) if isinstance(x, str) else x for x in row])
+
+
+def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(file=fh, force_terminal=color, width=200 if not color else None,
+                      no_color=not color, highlight=False)
+    table = Table(title=f"poolsniff: {res.stats['hosts_mining']} mining, "
+                        f"{res.stats['hosts_suspect']} suspect host(s)")
+    for col in ("host", "verdict", "coin", "pool", "workers", "shares acc/sub", "hashrate (95% CI)",
+                "bytes up/down", "first evidence"):
+        table.add_column(col, overflow="fold")
+    for h in res.hosts:
+        hd = h.to_dict()
+        pools = ", ".join(f"{p['domain'] or p['ip']}:{p['port']}" for p in hd["pools"][:3])
+        if len(hd["pools"]) > 3:
+            pools += f" (+{len(hd['pools']) - 3})"
+        workers = ", ".join(w[:40] for w in hd["workers"][:2])
+        if len(hd["workers"]) > 2:
+            workers += f" (+{len(hd['workers']) - 2})"
+        ev = hd["evidence"][0] if hd["evidence"] else {}
+        table.add_row(escape(hd["ip"]), hd["verdict"], escape(",".join(hd["coins"])),
+                      escape(pools), escape(workers),
+                      f"{hd['shares']['accepted']}/{hd['shares']['submitted']}",
+                      escape(_rates(hd) or "-"),
+                      f"{hd['bytes_toserver']}/{hd['bytes_toclient']}",
+                      escape(f"#{ev.get('pcap_cnt', '')} {ev.get('reason', '')}"[:60]))
+    console.print(table)
+    s = res.stats
+    console.print(f"{s['packets']} packets, {s['flows']} flows, {s['flows_mining']} mining flows, "
+                  f"{sum(s['anomalies'].values())} anomalies", highlight=False)
+
+
+def render(res: ScanResult, fmt: str, fh: TextIO, color: bool = False) -> None:
+    if fmt == "json":
+        write_json(res, fh)
+    elif fmt == "jsonl":
+        write_jsonl(res, fh)
+    elif fmt == "csv":
+        write_csv(res, fh)
+    else:
+        write_table(res, fh, color)
+
+
+def render_to_string(res: ScanResult, fmt: str) -> str:
+    buf = io.StringIO()
+    render(res, fmt, buf)
+    return buf.getvalue()

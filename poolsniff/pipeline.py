@@ -1,0 +1,597 @@
+"""source → decode → flow table → detectors → evidence. The one place that knows the order.
+
+A ``Scanner`` takes batches of packets (from a file or a live source), keeps the
+flow table, hands payload to the mining detectors only while a flow is still
+undecided (its first ``INSPECT_PKTS`` payload packets) or already known to be
+mining, and folds what the detectors saw into per-host evidence. Decided
+non-mining flows cost a counter update.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from communityid import CommunityID, FlowTuple
+
+from poolsniff import dialects
+from poolsniff.decode import DecodeStats, decode
+from poolsniff.evidence import FlowRecord, HostEvidence
+from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
+                               looks_like_http, parse_json)
+from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
+from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
+from poolsniff.signatures import Catalogue, Match
+from poolsniff.stream import HalfStream
+
+INSPECT_PKTS = 24           # payload packets an undecided flow is inspected for
+INSPECT_BYTES = 128 * 1024  # payload bytes an undecided flow is inspected for
+MAX_FLOWS = 200_000         # flow table cap (oldest flows are finished first)
+FLOW_IDLE_S = 900.0         # a flow silent this long (capture time) is finished
+MAX_ENDPOINTS = 100_000     # pool endpoints learned from DNS
+MAX_HOSTS = 1_000_000
+MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
+SWEEP_EVERY = 50_000        # packets between idle sweeps
+
+TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
+_CID = CommunityID()
+
+
+def ip_str(b: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(b) == 4 else socket.AF_INET6, b)
+
+
+@dataclass
+class Stats:
+    packets: int = 0
+    bytes: int = 0
+    flows: int = 0
+    flows_inspected: int = 0
+    flows_mining: int = 0
+    flows_evicted: int = 0
+    dns_messages: int = 0
+    tls_client_hellos: int = 0
+    lines: int = 0
+    json_messages: int = 0
+    anomalies: dict[str, int] = field(default_factory=dict)
+    decode: DecodeStats = field(default_factory=DecodeStats)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    def anomaly(self, event: str) -> None:
+        self.anomalies[event] = self.anomalies.get(event, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "packets": self.packets, "bytes": self.bytes, "flows": self.flows,
+            "flows_inspected": self.flows_inspected, "flows_mining": self.flows_mining,
+            "flows_evicted": self.flows_evicted, "dns_messages": self.dns_messages,
+            "tls_client_hellos": self.tls_client_hellos, "lines": self.lines,
+            "json_messages": self.json_messages,
+            "decoded": self.decode.decoded, "skipped": dict(sorted(self.decode.skipped.items())),
+            "anomalies": dict(sorted(self.anomalies.items())), "files": self.files,
+            "first_ts": self.first_ts, "last_ts": self.last_ts,
+        }
+
+
+class Flow:
+    """One TCP or UDP conversation; side 0 is the endpoint seen first."""
+
+    __slots__ = ("key", "ips", "ports", "proto", "first_ts", "last_ts", "pkts", "nbytes",
+                 "client", "syn_seen", "state", "app", "streams", "framers", "session",
+                 "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
+                 "midstream", "payload_bytes", "first_frame")
+
+    def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
+        self.key = key
+        self.ips = (seg.src, seg.dst)
+        self.ports = (seg.sport, seg.dport)
+        self.proto = seg.proto
+        self.first_ts = self.last_ts = seg.ts
+        self.first_frame = seg.frame
+        self.pkts = [0, 0]
+        self.nbytes = [0, 0]
+        self.client: int | None = None       # 0 or 1 once known
+        self.syn_seen = False
+        self.state = "undecided"              # undecided | mining | other
+        self.app: str | None = None          # json | http | tls | ws
+        self.streams: list[HalfStream] | None = None
+        self.framers: list[Any] = [None, None]
+        self.session: dialects.Session | None = None
+        self.record: FlowRecord | None = None
+        self.inspected = 0
+        self.payload_bytes = 0
+        self.tls_buf = b""
+        self.endpoint: Match | None = None   # the server side is a known pool endpoint
+        self.sni: str | None = None
+        self.http_host: str | None = None
+        self.file = file
+        self.midstream = False
+
+    def side(self, seg: Segment) -> int:
+        return 0 if seg.src == self.ips[0] and seg.sport == self.ports[0] else 1
+
+
+class Scanner:
+    """Feeds packets through the pipeline and accumulates host evidence."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.cat = catalogue
+        self.flows: OrderedDict[tuple[Any, ...], Flow] = OrderedDict()
+        self.hosts: dict[str, HostEvidence] = {}
+        self.endpoints: OrderedDict[str, tuple[Match, float]] = OrderedDict()
+        self.stats = Stats()
+        self.anomaly_events: list[dict[str, Any]] = []
+        self.domain_events: list[dict[str, Any]] = []
+        self.file = ""
+        self._since_sweep = 0
+
+    # -- feeding -------------------------------------------------------------------------
+    def begin_file(self, name: str) -> None:
+        self.file = name
+
+    def feed(self, batch: list[Packet]) -> None:
+        st = self.stats
+        dstats = st.decode
+        for frame, ts, linktype, buf in batch:
+            st.packets += 1
+            st.bytes += len(buf)
+            seg = decode(frame, ts, linktype, buf, dstats)
+            if seg is None:
+                continue
+            if st.first_ts is None or ts < st.first_ts:
+                st.first_ts = ts
+            if st.last_ts is None or ts > st.last_ts:
+                st.last_ts = ts
+            if seg.proto == 17:
+                if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:
+                    self._dns(seg)
+                continue
+            self._tcp(seg)
+        self._since_sweep += len(batch)
+        if self._since_sweep >= SWEEP_EVERY:
+            self._since_sweep = 0
+            self._sweep(st.last_ts or 0.0)
+
+    def add_anomalies(self, items: list[Anomaly], file: str) -> None:
+        for a in items:
+            self._anomaly(a.event, a.frame, a.ts, a.type, a.layer, file=file, detail=a.detail)
+
+    def _anomaly(self, event: str, frame: int, ts: float | None, typ: str, layer: str,
+                 file: str | None = None, flow: Flow | None = None, detail: str = "") -> None:
+        self.stats.anomaly(event)
+        if len(self.anomaly_events) < MAX_ANOMALY_EVENTS:
+            ev: dict[str, Any] = {"ts": ts, "pcap_filename": file or self.file, "pcap_cnt": frame,
+                                  "anomaly": {"type": typ, "event": event, "layer": layer}}
+            if detail:
+                ev["anomaly"]["detail"] = detail
+            if flow is not None:
+                ev.update(self._tuple(flow))
+            self.anomaly_events.append(ev)
+
+    # -- DNS -----------------------------------------------------------------------------
+    def _dns(self, seg: Segment) -> None:
+        res = parse_dns(seg.payload)
+        if res is None:
+            return
+        self.stats.dns_messages += 1
+        is_resp, qnames, answers = res
+        if not qnames:
+            return
+        client = seg.dst if is_resp else seg.src
+        for q in qnames:
+            names, ips = resolve_chain(q, answers) if is_resp else ([q], [])
+            hit = None
+            for n in names:
+                hit = self.cat.match(n)
+                if hit:
+                    break
+            if hit is None:
+                continue
+            host = self._host(ip_str(client))
+            host.raise_verdict("suspect", f"dns lookup of pool name {q}")
+            host.signatures.add(hit.pool.id)
+            host.domains.add(q)
+            host.seen(seg.ts)
+            reason = (f"DNS {'answer' if is_resp else 'query'} {q}"
+                      + (f" -> {', '.join(ips[:4])}" if ips else "")
+                      + f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})")
+            host.add_evidence([{"pcap_filename": self.file, "pcap_cnt": seg.frame, "ts": seg.ts,
+                                "reason": reason}])
+            if len(self.domain_events) < 10_000:
+                self.domain_events.append({
+                    "ts": seg.ts, "pcap_filename": self.file, "pcap_cnt": seg.frame,
+                    "src_ip": ip_str(client), "dest_ip": ip_str(seg.src if is_resp else seg.dst),
+                    "pool_domain": {"name": q, "seen_in": "dns", "answers": ips[:16],
+                                    "chain": names[1:], "signature_id": hit.pool.id,
+                                    "rev": hit.pool.rev, "role": hit.role,
+                                    "source": hit.pool.source}})
+            for ip in ips:
+                self.endpoints[ip] = (hit, seg.ts)
+                self.endpoints.move_to_end(ip)
+                if len(self.endpoints) > MAX_ENDPOINTS:
+                    self.endpoints.popitem(last=False)
+
+    # -- TCP -----------------------------------------------------------------------------
+    def _tcp(self, seg: Segment) -> None:
+        a = (seg.src, seg.sport)
+        b = (seg.dst, seg.dport)
+        key = (a, b) if a < b else (b, a)
+        flow = self.flows.get(key)
+        if flow is None:
+            if seg.flags & TH_RST:
+                return
+            flow = Flow(key, seg, self.file)
+            self.flows[key] = flow
+            self.stats.flows += 1
+            if len(self.flows) > MAX_FLOWS:
+                self._evict()
+            self._new_flow(flow, seg)
+        side = flow.side(seg)
+        flow.last_ts = seg.ts
+        flow.pkts[side] += 1
+        flow.nbytes[side] += seg.wirelen
+        flags = seg.flags
+        if flags & TH_SYN:
+            flow.syn_seen = True
+            if flow.client is None:
+                flow.client = side if not flags & TH_ACK else 1 - side
+            if flow.streams is not None:
+                flow.streams[side].syn(seg.seq)
+        if flow.state == "other" or not seg.payload:
+            return
+        if flow.state == "undecided":
+            flow.inspected += 1
+            flow.payload_bytes += len(seg.payload)
+            if flow.inspected > INSPECT_PKTS or flow.payload_bytes > INSPECT_BYTES:
+                self._give_up(flow)
+                return
+        if flow.streams is None:
+            self.stats.flows_inspected += 1
+            flow.streams = [HalfStream(self._deliverer(flow, 0)), HalfStream(self._deliverer(flow, 1))]
+        flow.streams[side].segment(seg.seq, seg.payload, seg.frame, seg.ts)
+
+    def _new_flow(self, flow: Flow, seg: Segment) -> None:
+        if not seg.flags & TH_SYN:
+            flow.midstream = True
+        for side in (0, 1):
+            hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
+            if hit is not None and flow.ports[1 - side] != 53:
+                flow.endpoint = hit[0]
+                if flow.client is None:
+                    flow.client = side
+                break
+
+    def _give_up(self, flow: Flow) -> None:
+        flow.state = "other"
+        self._release(flow)
+
+    def _release(self, flow: Flow) -> None:
+        if flow.streams is not None:
+            for s in flow.streams:
+                s.release()
+        flow.streams = None
+        flow.framers = [None, None]
+        flow.tls_buf = b""
+
+    def _deliverer(self, flow: Flow, side: int):  # noqa: ANN202
+        def deliver(data: bytes, frame: int, ts: float, gap: bool) -> None:
+            self._app(flow, side, data, frame, ts, gap)
+        return deliver
+
+    # -- application layer -----------------------------------------------------------------
+    def _app(self, flow: Flow, side: int, data: bytes, frame: int, ts: float, gap: bool) -> None:
+        if flow.state == "other":
+            return
+        if flow.app is None:
+            if looks_like_tls(data):
+                flow.app = "tls"
+            elif looks_like_http(data):
+                flow.app = "http"
+            else:
+                flow.app = "json"
+        if flow.app == "tls":
+            self._tls(flow, side, data, frame, ts)
+            return
+        fr = flow.framers[side]
+        if fr is None:
+            if flow.app == "http":
+                fr = HttpFramer(lambda m, s=side: self._http(flow, s, m),
+                                lambda e, f, t: self._anomaly(e, f, t, "applayer", "http", flow=flow))
+            elif flow.app == "ws":
+                fr = WebSocketFramer(lambda b, f, t, s=side: self._json(flow, s, b, f, t),
+                                     lambda e, f, t: self._anomaly(e, f, t, "applayer", "websocket", flow=flow))
+            else:
+                fr = LineFramer(lambda b, f, t, s=side: self._json(flow, s, b, f, t),
+                                lambda e, f, t: self._anomaly(e, f, t, "stream", "framing", flow=flow),
+                                resync=gap)
+                gap = False
+            flow.framers[side] = fr
+        if isinstance(fr, HttpFramer):
+            rest = fr.feed(data, frame, ts, gap)
+            if fr.upgraded and flow.app == "http":
+                flow.app = "ws"
+                flow.framers = [WebSocketFramer(lambda b, f, t, s=s: self._json(flow, s, b, f, t),
+                                                lambda e, f, t: self._anomaly(e, f, t, "applayer",
+                                                                              "websocket", flow=flow))
+                                for s in (0, 1)]
+                if flow.session is None:
+                    flow.session = dialects.Session()
+                flow.session.ws = True
+                if rest:
+                    flow.framers[side].feed(rest, frame, ts)
+        else:
+            fr.feed(data, frame, ts, gap)
+
+    def _tls(self, flow: Flow, side: int, data: bytes, frame: int, ts: float) -> None:
+        if flow.client is None:
+            flow.client = side
+        if side != flow.client:
+            return
+        flow.tls_buf += data
+        done, sni, alpn = client_hello_sni(flow.tls_buf)
+        if not done:
+            return
+        flow.tls_buf = b""
+        self.stats.tls_client_hellos += 1
+        if sni:
+            flow.sni = sni
+            hit = self.cat.match(sni)
+            if hit is not None:
+                flow.endpoint = hit
+                rec = self._record(flow)
+                rec.note(f"TLS ClientHello SNI {sni} (signature {hit.pool.id} {hit.role} host "
+                         f"{hit.host.pattern})", frame, ts, TOSERVER)
+                self._domain_event(flow, sni, "tls.sni", hit, frame, ts)
+        # encrypted from here on: the verdict rests on the endpoint, inspection stops
+        flow.state = "mining" if flow.endpoint is not None and flow.endpoint.role == "stratum" \
+            else "other"
+        self._release(flow)
+
+    def _http(self, flow: Flow, side: int, msg: HttpMessage) -> None:
+        if msg.is_request:
+            if flow.client is None:
+                flow.client = side
+            host = msg.headers.get("host", "").split(":")[0].lower()
+            if host and flow.http_host is None:
+                flow.http_host = host
+                hit = self.cat.match(host)
+                if hit is not None:
+                    if flow.endpoint is None:
+                        flow.endpoint = hit
+                    self._record(flow).note(f"HTTP Host {host} (signature {hit.pool.id})",
+                                            msg.frame, msg.ts, TOSERVER)
+                    self._domain_event(flow, host, "http.host", hit, msg.frame, msg.ts)
+            ext = msg.headers.get("x-mining-extensions")
+            if ext:
+                self._record(flow).note(f"X-Mining-Extensions: {ext[:80]}", msg.frame, msg.ts,
+                                        TOSERVER)
+        if msg.body:
+            before = self._session(flow).mining_frames
+            self._json(flow, side, msg.body, msg.frame, msg.ts)
+            s = self._session(flow)
+            if msg.is_request and s.mining_frames > before:
+                auth = msg.headers.get("authorization", "")
+                target = msg.start.split(" ")[1] if " " in msg.start else ""
+                login = None
+                if auth.lower().startswith("basic "):
+                    import base64
+                    try:
+                        login = "http-basic:" + base64.b64decode(auth[6:].strip()).decode("utf-8", "replace")
+                    except ValueError:
+                        login = None
+                elif "?" in target:
+                    login = "url:" + target[:256]
+                if login:
+                    s.emit("login", msg.frame, msg.ts, TOSERVER, s.dialect, login=login)
+                    self._drain(flow)
+                ua = msg.headers.get("user-agent")
+                if ua:
+                    s.emit("agent", msg.frame, msg.ts, TOSERVER, s.dialect, agent=ua[:200])
+                    self._drain(flow)
+
+    def _session(self, flow: Flow) -> dialects.Session:
+        if flow.session is None:
+            flow.session = dialects.Session()
+        return flow.session
+
+    def _record(self, flow: Flow) -> FlowRecord:
+        if flow.record is None:
+            flow.record = FlowRecord(flow.file)
+        return flow.record
+
+    def _json(self, flow: Flow, side: int, line: bytes, frame: int, ts: float) -> None:
+        self.stats.lines += 1
+        msg = parse_json(line)
+        if msg is None:
+            return
+        self.stats.json_messages += 1
+        s = self._session(flow)
+        if not s.direction_proven:
+            role = dialects.sender_role(msg)
+            if role is not None:
+                flow.client = side if role == "client" else 1 - side
+                s.direction_proven = True
+        if flow.client is None:
+            flow.client = self._guess_client(flow)
+        direction = TOSERVER if side == flow.client else TOCLIENT
+        n = len(s.out)
+        try:
+            dialects.handle(s, msg, direction, frame, ts)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+                ZeroDivisionError) as exc:
+            self._anomaly("applayer.dialect_error", frame, ts, "applayer", "stratum", flow=flow,
+                          detail=f"{type(exc).__name__}: {str(exc)[:80]}")
+            return
+        if len(s.out) > n:
+            s.mining_frames += 1
+        self._drain(flow)
+
+    def _drain(self, flow: Flow) -> None:
+        s = flow.session
+        if s is None or not s.out:
+            return
+        rec = self._record(flow)
+        for o in s.out:
+            rec.fold(o)
+        s.out.clear()
+        if rec.proof and flow.state != "mining":
+            flow.state = "mining"
+            self.stats.flows_mining += 1
+
+    @staticmethod
+    def _guess_client(flow: Flow) -> int:
+        """No SYN and no message that proves it: the ephemeral (higher) port is the client."""
+        p0, p1 = flow.ports
+        if p0 >= 1024 and p1 < 1024:
+            return 0
+        if p1 >= 1024 and p0 < 1024:
+            return 1
+        return 0 if p0 > p1 else 1
+
+    def _domain_event(self, flow: Flow, name: str, where: str, hit: Match, frame: int,
+                      ts: float) -> None:
+        if len(self.domain_events) >= 10_000:
+            return
+        ev = {"ts": ts, "pcap_filename": flow.file, "pcap_cnt": frame,
+              "pool_domain": {"name": name, "seen_in": where, "signature_id": hit.pool.id,
+                              "rev": hit.pool.rev, "role": hit.role, "source": hit.pool.source}}
+        ev.update(self._tuple(flow))
+        self.domain_events.append(ev)
+
+    def _tuple(self, flow: Flow) -> dict[str, Any]:
+        c = flow.client if flow.client is not None else self._guess_client(flow)
+        return {"src_ip": ip_str(flow.ips[c]), "src_port": flow.ports[c],
+                "dest_ip": ip_str(flow.ips[1 - c]), "dest_port": flow.ports[1 - c],
+                "proto": "TCP" if flow.proto == 6 else "UDP"}
+
+    # -- finishing flows -----------------------------------------------------------------
+    def _sweep(self, now: float) -> None:
+        stale = [k for k, f in self.flows.items() if now - f.last_ts > FLOW_IDLE_S]
+        for k in stale:
+            self._finish(self.flows.pop(k))
+
+    def _evict(self) -> None:
+        # finish the oldest non-mining flow first; a mining flow only if none is left
+        for k, f in self.flows.items():
+            if f.state != "mining":
+                self.flows.pop(k)
+                self.stats.flows_evicted += 1
+                self._finish(f)
+                return
+        k, f = self.flows.popitem(last=False)
+        self.stats.flows_evicted += 1
+        self._finish(f)
+
+    def finish_all(self) -> None:
+        while self.flows:
+            _, f = self.flows.popitem(last=False)
+            self._finish(f)
+
+    def _finish(self, flow: Flow) -> None:
+        if flow.streams is not None and flow.state != "other":
+            for st in flow.streams:
+                st.flush()
+            for fr in flow.framers:
+                if isinstance(fr, LineFramer):
+                    fr.flush(0, flow.last_ts)
+        rec = flow.record
+        endpoint = flow.endpoint
+        mining = flow.state == "mining" or (rec is not None and rec.proof)
+        if not mining and endpoint is None:
+            return
+        if endpoint is not None and not mining and flow.pkts[flow.client or 0] == 0:
+            return
+        c = flow.client if flow.client is not None else self._guess_client(flow)
+        client_ip = ip_str(flow.ips[c])
+        server_ip = ip_str(flow.ips[1 - c])
+        port = flow.ports[1 - c]
+        if rec is None:
+            rec = FlowRecord(flow.file)
+        rec.finish(flow.last_ts)
+        if rec.algo is None and flow.session is not None:
+            rec.algo = flow.session.algo or flow.session.variant
+        host = self._host(client_ip)
+        if endpoint is not None and endpoint.role != "stratum" and not mining:
+            # a visit to a pool's web site: a sign, not a session with a pool
+            host.raise_verdict("suspect", f"contacted pool web site {endpoint.name} "
+                               f"({endpoint.pool.id})")
+            host.signatures.add(endpoint.pool.id)
+            host.domains.add(endpoint.name)
+            host.seen(flow.first_ts)
+            where = "TLS SNI" if flow.sni else ("HTTP Host" if flow.http_host else "DNS")
+            host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": flow.first_frame,
+                                "ts": flow.first_ts, "reason": f"session with pool web site "
+                                f"{server_ip}:{port} = {endpoint.name} (learned from {where}; "
+                                f"signature {endpoint.pool.id})", **self._tuple(flow)}])
+            return
+        if endpoint is not None and not rec.proof and flow.sni:
+            rec.dialects.append("tls")
+        domain = endpoint.name if endpoint is not None else flow.sni or flow.http_host
+        sig = endpoint
+        if sig is None:
+            for h, _p in rec.pool_hosts:
+                sig = self.cat.match(h) if h else None
+                if sig is not None:
+                    break
+        if domain is None:
+            for h, _p in rec.pool_hosts:
+                if h and not _is_ip(h):
+                    domain = h
+                    break
+        if mining:
+            host.raise_verdict("mining", "speaks a mining protocol" if rec.proof else
+                               "session with a pool endpoint")
+        if endpoint is not None and endpoint.role == "stratum":
+            host.raise_verdict("mining", f"session with pool endpoint {endpoint.name} "
+                               f"({endpoint.pool.id})")
+        if sig is not None:
+            host.signatures.add(sig.pool.id)
+            host.domains.add(sig.name)
+        if endpoint is not None and not rec.proof:
+            where = "TLS SNI" if flow.sni else ("HTTP Host" if flow.http_host else "DNS")
+            rec.note(f"TCP session with {endpoint.role} endpoint {server_ip}:{port} "
+                     f"= {endpoint.name} (learned from {where}; signature {endpoint.pool.id})",
+                     flow.first_frame, flow.first_ts, TOSERVER)
+        ts_side = c
+        info = self._tuple(flow)
+        info["pcap_filename"] = flow.file
+        info["community_id"] = self._community_id(flow, c)
+        host.add_flow(rec, (server_ip, port, domain), flow.nbytes[ts_side], flow.nbytes[1 - ts_side],
+                      flow.pkts[ts_side], flow.pkts[1 - ts_side], flow.first_ts, flow.last_ts,
+                      info, sig.coins if sig is not None else ())
+        if flow.midstream:
+            host.reasons.add("session picked up mid-stream")
+
+    def _community_id(self, flow: Flow, c: int) -> str | None:
+        try:
+            t = FlowTuple(flow.proto, ip_str(flow.ips[c]), ip_str(flow.ips[1 - c]),
+                          flow.ports[c], flow.ports[1 - c])
+            return _CID.calc(t)
+        except Exception:  # noqa: BLE001 - an ID is a convenience, never a failure
+            return None
+
+    def _host(self, ip: str) -> HostEvidence:
+        h = self.hosts.get(ip)
+        if h is None:
+            h = self.hosts[ip] = HostEvidence(ip)
+        return h
+
+    # -- results -------------------------------------------------------------------------
+    def results(self) -> list[HostEvidence]:
+        order = {"mining": 0, "suspect": 1, "none": 2}
+        return sorted((h for h in self.hosts.values() if h.verdict != "none"),
+                      key=lambda h: (order[h.verdict], h.ip))
+
+
+def _is_ip(text: str) -> bool:
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, text)
+            return True
+        except OSError:
+            continue
+    return False

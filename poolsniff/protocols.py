@@ -1,0 +1,153 @@
+"""DNS messages and TLS ClientHellos: the two places pool host names show up
+outside the mining protocol. Both parsers are bounded and never raise.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+MAX_NAME = 255
+MAX_RRS = 64
+
+
+def _name(buf: bytes, off: int) -> tuple[str | None, int]:
+    """Read a (possibly compressed) DNS name; returns (name, offset after it)."""
+    labels: list[str] = []
+    end = -1
+    jumps = 0
+    total = 0
+    while True:
+        if off >= len(buf):
+            return None, off
+        ln = buf[off]
+        if ln == 0:
+            off += 1
+            break
+        if ln & 0xC0 == 0xC0:
+            if off + 1 >= len(buf):
+                return None, off
+            ptr = ((ln & 0x3F) << 8) | buf[off + 1]
+            if end < 0:
+                end = off + 2
+            if ptr >= off or jumps > 16:      # pointers must point backwards
+                return None, off
+            off = ptr
+            jumps += 1
+            continue
+        if ln & 0xC0:
+            return None, off
+        lab = buf[off + 1:off + 1 + ln]
+        if len(lab) < ln:
+            return None, off
+        total += ln + 1
+        if total > MAX_NAME:
+            return None, off
+        labels.append(lab.decode("ascii", "replace").lower())
+        off += 1 + ln
+    return ".".join(labels), (end if end >= 0 else off)
+
+
+def parse_dns(buf: bytes) -> tuple[bool, list[str], list[tuple[str, int, str]]] | None:
+    """Parse a DNS message: (is_response, question names, answers as (name, type, value)).
+
+    Answer types kept: A (1), AAAA (28), CNAME (5). ``None`` if it is not DNS.
+    """
+    if len(buf) < 12:
+        return None
+    _id, flags, qd, an, _ns, _ar = struct.unpack_from("!HHHHHH", buf, 0)
+    if flags & 0x7800:          # opcode other than QUERY
+        return None
+    if qd > 4 or an > 256:
+        return None
+    off = 12
+    qnames: list[str] = []
+    for _ in range(qd):
+        name, off = _name(buf, off)
+        if name is None or off + 4 > len(buf):
+            return None
+        qnames.append(name)
+        off += 4
+    answers: list[tuple[str, int, str]] = []
+    for _ in range(min(an, MAX_RRS)):
+        name, off = _name(buf, off)
+        if name is None or off + 10 > len(buf):
+            break
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", buf, off)
+        off += 10
+        rdata_off = off
+        off += rdlen
+        if off > len(buf):
+            break
+        if rtype == 1 and rdlen == 4:
+            answers.append((name, 1, socket.inet_ntop(socket.AF_INET, buf[rdata_off:off])))
+        elif rtype == 28 and rdlen == 16:
+            answers.append((name, 28, socket.inet_ntop(socket.AF_INET6, buf[rdata_off:off])))
+        elif rtype == 5:
+            target, _ = _name(buf, rdata_off)
+            if target:
+                answers.append((name, 5, target))
+    return bool(flags & 0x8000), qnames, answers
+
+
+def resolve_chain(qname: str, answers: list[tuple[str, int, str]]) -> tuple[list[str], list[str]]:
+    """Follow CNAMEs from ``qname``: (every name in the chain, the addresses it ends at)."""
+    names = [qname]
+    seen = {qname}
+    changed = True
+    while changed and len(names) < 16:
+        changed = False
+        for n, t, v in answers:
+            if t == 5 and n in seen and v not in seen:
+                names.append(v)
+                seen.add(v)
+                changed = True
+    ips = [v for n, t, v in answers if t in (1, 28) and n in seen]
+    return names, ips
+
+
+def looks_like_tls(data: bytes) -> bool:
+    return len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04
+
+
+def client_hello_sni(data: bytes) -> tuple[bool, str | None, list[str]]:
+    """(complete, SNI, ALPN list) from the start of a client's TLS stream.
+
+    ``complete`` is False while more bytes are needed.
+    """
+    if len(data) < 5 or not looks_like_tls(data):
+        return True, None, []
+    rec_len = struct.unpack_from("!H", data, 3)[0]
+    if len(data) < 5 + rec_len:
+        return (len(data) >= 16384 + 5), None, []
+    hs = data[5:5 + rec_len]
+    if len(hs) < 4 or hs[0] != 1:
+        return True, None, []
+    body = hs[4:4 + int.from_bytes(hs[1:4], "big")]
+    try:
+        off = 2 + 32
+        off += 1 + body[off]                                          # session id
+        off += 2 + struct.unpack_from("!H", body, off)[0]             # cipher suites
+        off += 1 + body[off]                                          # compression
+        if off + 2 > len(body):
+            return True, None, []
+        ext_end = off + 2 + struct.unpack_from("!H", body, off)[0]
+        off += 2
+        sni = None
+        alpn: list[str] = []
+        while off + 4 <= min(ext_end, len(body)):
+            et, el = struct.unpack_from("!HH", body, off)
+            ext = body[off + 4:off + 4 + el]
+            off += 4 + el
+            if et == 0 and len(ext) >= 5 and ext[2] == 0:
+                nl = struct.unpack_from("!H", ext, 3)[0]
+                sni = ext[5:5 + nl].decode("ascii", "replace").lower()[:MAX_NAME]
+            elif et == 16 and len(ext) >= 2:
+                p = 2
+                while p < len(ext) and len(alpn) < 8:
+                    ln = ext[p]
+                    alpn.append(ext[p + 1:p + 1 + ln].decode("ascii", "replace"))
+                    p += 1 + ln
+        return True, sni, alpn
+    except (IndexError, struct.error):
+        return True, None, []

@@ -1,0 +1,262 @@
+"""pcap and pcapng files (plain, gzip-compressed or on stdin) as batches of packets.
+
+The reader works on large blocks of the file and slices records out of them with
+``struct``; it never builds a per-packet object beyond one tuple. A damaged or
+truncated file is read up to the damage: the reader stops, records one
+:class:`~poolsniff.model.Anomaly` saying where, and never raises for the content
+of a file. Only a file that is not a capture at all (bad magic) raises
+:class:`~poolsniff.errors.CaptureError`.
+
+pcap: classic libpcap files, microsecond (0xa1b2c3d4) and nanosecond
+(0xa1b23c4d) resolution, either byte order.
+pcapng: section header, interface description (link type, ``if_tsresol``,
+``if_tsoffset``), enhanced, simple and obsolete packet blocks; several
+interfaces with different link types; several sections; unknown blocks are
+skipped (counted).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from poolsniff.errors import CaptureError
+from poolsniff.model import Anomaly, Packet
+
+READ_BLOCK = 1 << 20          # bytes read from the file at a time
+MAX_RECORD = 256 * 1024       # a record longer than this is damage, not a packet
+BATCH = 4096                  # packets per batch handed to the pipeline
+
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_capture(path: str) -> tuple[BinaryIO, str]:
+    """Open ``path`` (or stdin for ``-``) and undo gzip; returns (stream, display name)."""
+    if path == "-":
+        raw: BinaryIO = sys.stdin.buffer
+        name = "<stdin>"
+    else:
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
+        except OSError as exc:
+            raise CaptureError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+        name = path
+    stream = io.BufferedReader(raw, 1 << 20) if not isinstance(raw, io.BufferedReader) else raw
+    head = stream.peek(2)[:2]
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=stream, mode="rb"), name  # type: ignore[return-value]
+    return stream, name
+
+
+class CaptureReader:
+    """Iterates over a capture in batches of :data:`~poolsniff.model.Packet` tuples.
+
+    After iteration, ``frames`` holds the number of records read, ``anomalies``
+    the damage found (at most one stop per file) and ``truncated`` whether the
+    file ended early.
+    """
+
+    def __init__(self, path: str, batch_size: int = BATCH) -> None:
+        self.path = path
+        self.stream, self.name = open_capture(path)
+        self.batch_size = batch_size
+        self.frames = 0
+        self.bytes_read = 0
+        self.anomalies: list[Anomaly] = []
+        self.truncated = False
+        self.unknown_blocks = 0
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        first = self._peek(4)
+        if len(first) < 4:
+            if self.path != "-" and len(first) == 0:
+                raise CaptureError(f"{self.name}: empty file, not a capture")
+            raise CaptureError(f"{self.name}: too short to be a capture ({len(first)} bytes)")
+        if first in PCAP_MAGIC:
+            self.format = "pcap"
+        elif first == PCAPNG_SHB:
+            self.format = "pcapng"
+        else:
+            raise CaptureError(
+                f"{self.name}: not a pcap or pcapng file (magic {first.hex()}); "
+                "convert it with 'editcap -F pcap' or 'tshark -F pcap -w'"
+            )
+
+    # -- buffered access ---------------------------------------------------------
+    def _fill(self, need: int) -> bool:
+        """Make ``need`` bytes available from ``_pos``; False at end of file."""
+        while len(self._buf) - self._pos < need and not self._eof:
+            try:
+                chunk = self.stream.read(max(READ_BLOCK, need))
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:  # damaged gzip member
+                self._stop("decode", "capture.read_error", f"read error: {exc}")
+                chunk = b""
+            if not chunk:
+                self._eof = True
+                break
+            self.bytes_read += len(chunk)
+            self._buf = self._buf[self._pos:] + chunk
+            self._pos = 0
+        return len(self._buf) - self._pos >= need
+
+    def _peek(self, n: int) -> bytes:
+        self._fill(n)
+        return self._buf[self._pos:self._pos + n]
+
+    def _take(self, n: int) -> bytes | None:
+        if not self._fill(n):
+            return None
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return out
+
+    def _stop(self, kind: str, event: str, detail: str) -> None:
+        if not self.truncated:
+            self.truncated = True
+            self.anomalies.append(Anomaly(kind, event, "capture", self.frames, None,
+                                          f"{self.name}: {detail} after frame {self.frames}; "
+                                          f"{self.frames} frames scanned"))
+        self._eof = True
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+
+    # -- iteration ------------------------------------------------------------------
+    def __iter__(self) -> Iterator[list[Packet]]:
+        gen = self._pcap() if self.format == "pcap" else self._pcapng()
+        batch: list[Packet] = []
+        try:
+            for pkt in gen:
+                batch.append(pkt)
+                if len(batch) >= self.batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+        finally:
+            self.close()
+
+    def _pcap(self) -> Iterator[Packet]:
+        hdr = self._take(24)
+        if hdr is None:
+            self._stop("decode", "capture.truncated_header", "file header truncated")
+            return
+        order, scale = PCAP_MAGIC[hdr[:4]]
+        snaplen, linktype = struct.unpack(order + "II", hdr[16:24])
+        linktype &= 0x0FFFFFFF  # upper bits carry FCS information
+        rec = struct.Struct(order + "IIII")
+        limit = max(snaplen, 65535) if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+        frame = 0
+        while True:
+            rh = self._take(16)
+            if rh is None:
+                if len(self._buf) - self._pos > 0:
+                    self._stop("decode", "capture.truncated_record", "record header cut short")
+                return
+            sec, frac, incl, orig = rec.unpack(rh)
+            if incl > limit:
+                self._stop("decode", "capture.bad_record_length",
+                           f"record length {incl} exceeds snaplen {snaplen}")
+                return
+            data = self._take(incl)
+            if data is None:
+                self._stop("decode", "capture.truncated_record", "last record cut short")
+                return
+            frame += 1
+            self.frames = frame
+            yield (frame, sec + frac * scale, linktype, data)
+
+    def _pcapng(self) -> Iterator[Packet]:
+        order = "<"
+        ifaces: list[tuple[int, float, float]] = []   # (linktype, ts scale, ts offset)
+        frame = 0
+        while True:
+            head = self._take(8)
+            if head is None:
+                if len(self._buf) - self._pos > 0:
+                    self._stop("decode", "capture.truncated_block", "block header cut short")
+                return
+            btype_raw = head[:4]
+            if btype_raw == PCAPNG_SHB:
+                bom = self._peek(4)
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    order = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    order = ">"
+                else:
+                    self._stop("decode", "capture.bad_block", "section header has a bad byte-order magic")
+                    return
+                ifaces = []
+            btype, blen = struct.unpack(order + "II", head)
+            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                self._stop("decode", "capture.bad_block_length", f"block length {blen} is invalid")
+                return
+            body = self._take(blen - 8)
+            if body is None:
+                self._stop("decode", "capture.truncated_block", "last block cut short")
+                return
+            body = body[:-4]  # trailing copy of the block length
+            if btype == 1:  # interface description
+                if len(body) < 8:
+                    self._stop("decode", "capture.bad_block", "interface block too short")
+                    return
+                linktype = struct.unpack(order + "H", body[:2])[0]
+                scale, offset = 1e-6, 0.0
+                opts = body[8:]
+                i = 0
+                while i + 4 <= len(opts):
+                    code, olen = struct.unpack(order + "HH", opts[i:i + 4])
+                    val = opts[i + 4:i + 4 + olen]
+                    if code == 0:
+                        break
+                    if code == 9 and olen >= 1:       # if_tsresol
+                        r = val[0]
+                        scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
+                    elif code == 14 and olen == 8:    # if_tsoffset, seconds
+                        offset = float(struct.unpack(order + "q", val)[0])
+                    i += 4 + ((olen + 3) & ~3)
+                ifaces.append((linktype, scale, offset))
+            elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
+                if len(body) < 20:
+                    self._stop("decode", "capture.bad_block", "packet block too short")
+                    return
+                if btype == 6:
+                    iface, hi, lo, incl, _orig = struct.unpack(order + "IIIII", body[:20])
+                else:
+                    iface, _drops, hi, lo, incl, _orig = struct.unpack(order + "HHIIII", body[:20])
+                if iface >= len(ifaces):
+                    self._stop("decode", "capture.bad_block", f"packet names unknown interface {iface}")
+                    return
+                if incl > len(body) - 20:
+                    self._stop("decode", "capture.bad_record_length",
+                               f"captured length {incl} exceeds its block")
+                    return
+                lt, scale, offset = ifaces[iface]
+                frame += 1
+                self.frames = frame
+                yield (frame, ((hi << 32) | lo) * scale + offset, lt, body[20:20 + incl])
+            elif btype == 3:  # simple packet block: no timestamp
+                if not ifaces or len(body) < 4:
+                    self._stop("decode", "capture.bad_block", "simple packet block without interface")
+                    return
+                orig = struct.unpack(order + "I", body[:4])[0]
+                frame += 1
+                self.frames = frame
+                yield (frame, 0.0, ifaces[0][0], body[4:4 + orig])
+            elif btype != 0x0A0D0D0A:
+                self.unknown_blocks += 1

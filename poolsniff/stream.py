@@ -1,0 +1,136 @@
+"""TCP byte-stream reassembly for one direction of a flow.
+
+Good enough for line-delimited JSON: in-order delivery by sequence number,
+retransmissions and overlaps trimmed (first copy wins, as in most IDS default
+policies), out-of-order segments held back within a bounded buffer, and a gap
+that never fills is skipped (the consumer is told, so it can re-synchronise on
+the next newline). Sessions picked up mid-stream start at the first segment seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+MAX_OOO_BYTES = 256 * 1024     # held-back out-of-order bytes per direction
+MAX_OOO_SEGMENTS = 256
+MAX_WINDOW = 16 * 1024 * 1024  # a segment further ahead than this is not ours
+
+#: deliver(data, frame, ts, gap_before)
+Deliver = Callable[[bytes, int, float, bool], None]
+
+
+def _seq_diff(a: int, b: int) -> int:
+    """a - b in 32-bit sequence space (signed)."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - 0x100000000 if d >= 0x80000000 else d
+
+
+class HalfStream:
+    """Reassembles one direction; calls ``deliver`` with contiguous bytes."""
+
+    __slots__ = ("next_seq", "ooo", "ooo_bytes", "deliver", "gaps", "retrans_bytes",
+                 "midstream", "fin")
+
+    def __init__(self, deliver: Deliver) -> None:
+        self.next_seq: int | None = None
+        self.ooo: dict[int, tuple[bytes, int, float]] = {}
+        self.ooo_bytes = 0
+        self.deliver = deliver
+        self.gaps = 0
+        self.retrans_bytes = 0
+        self.midstream = False
+        self.fin = False
+
+    def syn(self, seq: int) -> None:
+        if self.next_seq is None:
+            self.next_seq = (seq + 1) & 0xFFFFFFFF
+
+    def segment(self, seq: int, data: bytes, frame: int, ts: float) -> None:
+        if not data:
+            return
+        if self.next_seq is None:
+            # picked up mid-stream: the first byte we see is where we start
+            self.next_seq = seq
+            self.midstream = True
+            self._emit(data, frame, ts, True)
+            self.next_seq = (seq + len(data)) & 0xFFFFFFFF
+            self._drain()
+            return
+        d = _seq_diff(seq, self.next_seq)
+        if d < 0:
+            skip = -d
+            if skip >= len(data):
+                self.retrans_bytes += len(data)
+                return
+            self.retrans_bytes += skip
+            data = data[skip:]
+            seq = self.next_seq
+            d = 0
+        if d == 0:
+            self._emit(data, frame, ts, False)
+            self.next_seq = (seq + len(data)) & 0xFFFFFFFF
+            self._drain()
+            return
+        if d > MAX_WINDOW:
+            return
+        old = self.ooo.get(seq)
+        if old is not None and len(old[0]) >= len(data):
+            self.retrans_bytes += len(data)
+            return
+        if old is not None:
+            self.ooo_bytes -= len(old[0])
+        self.ooo[seq] = (data, frame, ts)
+        self.ooo_bytes += len(data)
+        if self.ooo_bytes > MAX_OOO_BYTES or len(self.ooo) > MAX_OOO_SEGMENTS:
+            self._skip_gap()
+
+    def _emit(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
+        self.deliver(data, frame, ts, gap)
+
+    def _drain(self) -> None:
+        while self.ooo:
+            nxt = self.next_seq
+            hit = self.ooo.pop(nxt, None) if nxt is not None else None
+            if hit is None:
+                # an overlapping held-back segment that starts before next_seq
+                best = None
+                for s in self.ooo:
+                    d = _seq_diff(s, nxt)  # type: ignore[arg-type]
+                    if d < 0:
+                        best = s
+                        break
+                if best is None:
+                    return
+                data, frame, ts = self.ooo.pop(best)
+                self.ooo_bytes -= len(data)
+                skip = -_seq_diff(best, nxt)  # type: ignore[arg-type]
+                if skip < len(data):
+                    self._emit(data[skip:], frame, ts, False)
+                    self.next_seq = (nxt + len(data) - skip) & 0xFFFFFFFF  # type: ignore[operator]
+                continue
+            data, frame, ts = hit
+            self.ooo_bytes -= len(data)
+            self._emit(data, frame, ts, False)
+            self.next_seq = (nxt + len(data)) & 0xFFFFFFFF  # type: ignore[operator]
+
+    def _skip_gap(self) -> None:
+        """Give up on missing bytes: jump to the earliest held-back segment."""
+        if not self.ooo or self.next_seq is None:
+            return
+        base = self.next_seq
+        first = min(self.ooo, key=lambda s: _seq_diff(s, base))
+        data, frame, ts = self.ooo.pop(first)
+        self.ooo_bytes -= len(data)
+        self.gaps += 1
+        self._emit(data, frame, ts, True)
+        self.next_seq = (first + len(data)) & 0xFFFFFFFF
+        self._drain()
+
+    def flush(self) -> None:
+        """End of capture or flow: deliver what is held back, skipping holes."""
+        while self.ooo:
+            self._skip_gap()
+
+    def release(self) -> None:
+        self.ooo.clear()
+        self.ooo_bytes = 0
