@@ -9,6 +9,7 @@ non-mining flows cost a counter update.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -500,6 +501,12 @@ class Scanner:
                     fr.flush(0, flow.last_ts)
         rec = flow.record
         endpoint = flow.endpoint
+        c0 = flow.client if flow.client is not None else self._guess_client(flow)
+        if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports \
+                and flow.ports[1 - c0] not in endpoint.host.ports and flow.ports[1 - c0] in (80, 443):
+            # a host that serves both the pool and its web site: HTTP(S) to it is the web site
+            endpoint = Match(endpoint.pool, dataclasses.replace(endpoint.host, role="web"),
+                             endpoint.name)
         mining = flow.state == "mining" or (rec is not None and rec.proof)
         if not mining and endpoint is None:
             return
@@ -531,6 +538,8 @@ class Scanner:
         if endpoint is not None and not rec.proof and flow.sni:
             rec.dialects.append("tls")
         domain = endpoint.name if endpoint is not None else flow.sni or flow.http_host
+        if domain and _is_ip(domain):
+            domain = None
         sig = endpoint
         if sig is None:
             for h, _p in rec.pool_hosts:
