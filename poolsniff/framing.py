@@ -63,15 +63,15 @@ class LineFramer:
             self.resync = True
         start = 0
         if self.resync:
-            nl = data.find(b"\n")
-            if nl < 0:
-                return
-            start = nl + 1
             self.resync = False
-            # a stream picked up mid-line may also start on a line boundary
-            head = data[:nl].strip()
-            if head.startswith(b"{") and head.endswith(b"}"):
-                start = 0
+            # a stream picked up mid-stream may start on a line boundary: keep a leading '{'
+            # (an unparseable line costs nothing); otherwise drop up to the next LF
+            if not data.lstrip()[:1] == b"{":
+                nl = data.find(b"\n")
+                if nl < 0:
+                    self.resync = True
+                    return
+                start = nl + 1
         while True:
             nl = data.find(b"\n", start)
             if nl < 0:

@@ -84,7 +84,7 @@ class Flow:
     __slots__ = ("key", "ips", "ports", "proto", "first_ts", "last_ts", "pkts", "nbytes",
                  "client", "syn_seen", "state", "app", "streams", "framers", "session",
                  "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
-                 "midstream", "payload_bytes", "first_frame")
+                 "midstream", "payload_bytes", "first_frame", "isn")
 
     def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
         self.key = key
@@ -93,6 +93,7 @@ class Flow:
         self.proto = seg.proto
         self.first_ts = self.last_ts = seg.ts
         self.first_frame = seg.frame
+        self.isn: list[int | None] = [None, None]
         self.pkts = [0, 0]
         self.nbytes = [0, 0]
         self.client: int | None = None       # 0 or 1 once known
@@ -240,6 +241,7 @@ class Scanner:
             flow.syn_seen = True
             if flow.client is None:
                 flow.client = side if not flags & TH_ACK else 1 - side
+            flow.isn[side] = seg.seq
             if flow.streams is not None:
                 flow.streams[side].syn(seg.seq)
         if flow.state == "other" or not seg.payload:
@@ -253,6 +255,11 @@ class Scanner:
         if flow.streams is None:
             self.stats.flows_inspected += 1
             flow.streams = [HalfStream(self._deliverer(flow, 0)), HalfStream(self._deliverer(flow, 1))]
+            for i in (0, 1):
+                isn = flow.isn[i]
+                if isn is not None:
+                    flow.streams[i].syn(isn)
+        flow.streams[1 - side].release_held()
         flow.streams[side].segment(seg.seq, seg.payload, seg.frame, seg.ts)
 
     def _new_flow(self, flow: Flow, seg: Segment) -> None:
@@ -313,17 +320,15 @@ class Scanner:
             flow.framers[side] = fr
         if isinstance(fr, HttpFramer):
             rest = fr.feed(data, frame, ts, gap)
-            if fr.upgraded and flow.app == "http":
-                flow.app = "ws"
-                flow.framers = [WebSocketFramer(lambda b, f, t, s=s: self._json(flow, s, b, f, t),
-                                                lambda e, f, t: self._anomaly(e, f, t, "applayer",
-                                                                              "websocket", flow=flow))
-                                for s in (0, 1)]
-                if flow.session is None:
-                    flow.session = dialects.Session()
-                flow.session.ws = True
+            if fr.upgraded:
+                # this side switched protocols (client: Upgrade request; server: 101 response)
+                ws = WebSocketFramer(lambda b, f, t, s=side: self._json(flow, s, b, f, t),
+                                     lambda e, f, t: self._anomaly(e, f, t, "applayer",
+                                                                   "websocket", flow=flow))
+                flow.framers[side] = ws
+                self._session(flow).ws = True
                 if rest:
-                    flow.framers[side].feed(rest, frame, ts)
+                    ws.feed(rest, frame, ts)
         else:
             fr.feed(data, frame, ts, gap)
 
@@ -519,8 +524,11 @@ class Scanner:
         if rec is None:
             rec = FlowRecord(flow.file)
         rec.finish(flow.last_ts)
-        if rec.algo is None and flow.session is not None:
-            rec.algo = flow.session.algo or flow.session.variant
+        if flow.session is not None:
+            if rec.algo is None:
+                rec.algo = flow.session.algo or flow.session.variant
+            if flow.session.dialect:
+                rec.dialects = [flow.session.dialect]
         host = self._host(client_ip)
         if endpoint is not None and endpoint.role != "stratum" and not mining:
             # a visit to a pool's web site: a sign, not a session with a pool

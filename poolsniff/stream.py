@@ -14,6 +14,7 @@ from collections.abc import Callable
 MAX_OOO_BYTES = 256 * 1024     # held-back out-of-order bytes per direction
 MAX_OOO_SEGMENTS = 256
 MAX_WINDOW = 16 * 1024 * 1024  # a segment further ahead than this is not ours
+MIDSTREAM_HOLD = 4             # segments held before choosing where a mid-stream flow starts
 
 #: deliver(data, frame, ts, gap_before)
 Deliver = Callable[[bytes, int, float, bool], None]
@@ -49,12 +50,13 @@ class HalfStream:
         if not data:
             return
         if self.next_seq is None:
-            # picked up mid-stream: the first byte we see is where we start
-            self.next_seq = seq
+            # picked up mid-stream: hold the first segments, then start at the lowest
+            # sequence number among them (they may have arrived out of order)
             self.midstream = True
-            self._emit(data, frame, ts, True)
-            self.next_seq = (seq + len(data)) & 0xFFFFFFFF
-            self._drain()
+            self.ooo[seq] = (data, frame, ts)
+            self.ooo_bytes += len(data)
+            if len(self.ooo) >= MIDSTREAM_HOLD:
+                self._start_midstream()
             return
         d = _seq_diff(seq, self.next_seq)
         if d < 0:
@@ -83,6 +85,20 @@ class HalfStream:
         self.ooo_bytes += len(data)
         if self.ooo_bytes > MAX_OOO_BYTES or len(self.ooo) > MAX_OOO_SEGMENTS:
             self._skip_gap()
+
+    def release_held(self) -> None:
+        """The other direction spoke: stop holding mid-stream segments (keeps request order)."""
+        if self.next_seq is None and self.ooo:
+            self._start_midstream()
+
+    def _start_midstream(self) -> None:
+        ref = next(iter(self.ooo))
+        first = min(self.ooo, key=lambda s: _seq_diff(s, ref))
+        data, frame, ts = self.ooo.pop(first)
+        self.ooo_bytes -= len(data)
+        self._emit(data, frame, ts, True)
+        self.next_seq = (first + len(data)) & 0xFFFFFFFF
+        self._drain()
 
     def _emit(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
         self.deliver(data, frame, ts, gap)
@@ -128,6 +144,8 @@ class HalfStream:
 
     def flush(self) -> None:
         """End of capture or flow: deliver what is held back, skipping holes."""
+        if self.next_seq is None and self.ooo:
+            self._start_midstream()
         while self.ooo:
             self._skip_gap()
 

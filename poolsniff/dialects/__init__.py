@@ -17,6 +17,9 @@ from typing import Any
 
 from poolsniff.model import TOCLIENT, TOSERVER, Observation
 
+#: how specific a dialect name is; a session keeps the most specific one seen
+_RANK = {"stratum-v1": 0, "ethereumstratum-1.0.0": 1, "xmrig": 1}
+
 MAX_PENDING = 256      # outstanding request ids remembered per session
 MAX_JOBS = 64          # job id -> work map entries per session
 
@@ -53,7 +56,8 @@ class Session:
         self.out.append(Observation(kind, frame, ts, direction, dialect, method, data))
 
     def set_dialect(self, name: str) -> None:
-        if self.dialect is None or self.dialect in ("stratum", "jsonrpc-mining"):
+        """Keep the most specific dialect seen (a variant's notify refines 'stratum-v1')."""
+        if self.dialect is None or _RANK.get(name, 2) > _RANK.get(self.dialect, 2):
             self.dialect = name
 
     def remember(self, msg_id: Any, method: str, **extra: Any) -> None:

@@ -31,7 +31,7 @@ def shape_ok(method: str, msg: dict[str, Any]) -> bool:
 
 
 def _m(s: Session, name: str, d: str, f: int, t: float) -> None:
-    s.dialect = NAME if s.dialect in (None, "xmrig") else s.dialect
+    s.set_dialect(NAME)
     s.variant = "cuckoo"
     s.emit("method", f, t, d, s.dialect, name, proof=True)
 

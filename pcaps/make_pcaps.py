@@ -1,0 +1,565 @@
+#!/usr/bin/env python3
+"""Generate the small test captures in pcaps/ (run: python pcaps/make_pcaps.py).
+
+Every capture is one scripted mining session (or a benign one) with known
+difficulty and share times, written with scapy in the link type and format the
+test needs: Ethernet, 802.1Q/QinQ, Linux SLL, IPv6, pcapng, gzip; compact and
+spaced JSON; sessions caught mid-stream; segments split and reordered.
+
+``pcaps/expected.json`` records, per capture, the facts the generator put in
+(client, pool, worker, shares, work per share, the window) so that tests can
+compute the textbook hashrate independently of poolsniff.
+
+Wallets are the invented example addresses of shared/docs/mining-protocols.md
+(valid checksums, owned by nobody).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.packet import Raw
+from scapy.utils import PcapNgWriter, PcapWriter
+
+HERE = Path(__file__).resolve().parent
+T0 = 1_700_000_000.0          # 2023-11-14: after RandomX, so XMR jobs without 'algo' are rx/0
+
+BTC_ADDR = "18ZaVcAT9uahY1jsgF4MQSE7TiZrCjgR3v"
+ETH_ADDR = "0x5baee261f53b26152d263ba83b037cd4962e4348"
+XMR_ADDR = ("41fdNBJcyH9Ei1sB4mBPHwV3hCbee9xFphnt6aqmazMsHk8UTCQkSRNjBjxq1FZzxt5MFjeGeWh2CTGKx"
+            "U2Ap877KJPhBZL")
+RVN_ADDR = "RJJ534EVz4QjFJL9ZdRCvwZRgLULPkBtkH"
+ZEC_ADDR = "t1T5CwnNPR4Yyx7fdckjv1hG4Df7rnRP48m"
+KAS_ADDR = "kaspa:qzcd29ee8ez7xwkvsu9n232vl093g3q0z0t0yqklczmnfk8j8pswxt9aqg5yl"
+
+
+@dataclass
+class Msg:
+    t: float
+    to_server: bool
+    data: bytes
+
+
+@dataclass
+class Flow:
+    client: str
+    server: str
+    cport: int
+    sport: int
+    msgs: list[Msg] = field(default_factory=list)
+    handshake: bool = True
+    segment: int = 0               # split payloads into segments of this size (0: one per msg)
+    reorder: bool = False          # swap each pair of client segments
+    start_midline: int = 0         # drop this many bytes at the start of each direction
+    v6: bool = False
+
+    def c(self, t: float, obj: dict | str, spaced: bool = False, crlf: bool = False) -> None:
+        self.msgs.append(Msg(t, True, _line(obj, spaced, crlf)))
+
+    def s(self, t: float, obj: dict | str, spaced: bool = False, crlf: bool = False) -> None:
+        self.msgs.append(Msg(t, False, _line(obj, spaced, crlf)))
+
+
+def _line(obj: dict | str, spaced: bool, crlf: bool) -> bytes:
+    if isinstance(obj, str):
+        text = obj
+    elif spaced:
+        text = json.dumps(obj, separators=(", ", ": "))
+    else:
+        text = json.dumps(obj, separators=(",", ":"))
+    return (text + ("\r\n" if crlf else "\n")).encode()
+
+
+def _ip(f: Flow, to_server: bool):  # noqa: ANN202
+    src, dst = (f.client, f.server) if to_server else (f.server, f.client)
+    return IPv6(src=src, dst=dst) if f.v6 else IP(src=src, dst=dst)
+
+
+def tcp_packets(f: Flow) -> list:
+    """Scapy packets (IP and up) with timestamps for a scripted TCP flow."""
+    pkts = []
+    cseq, sseq = 1000, 50000
+    t_first = f.msgs[0].t - 0.01 if f.msgs else T0
+    if f.handshake:
+        for flags, to_s, seq, ack in (("S", True, cseq, 0), ("SA", False, sseq, cseq + 1),
+                                      ("A", True, cseq + 1, sseq + 1)):
+            p = _ip(f, to_s) / TCP(sport=f.cport if to_s else f.sport,
+                                   dport=f.sport if to_s else f.cport, flags=flags, seq=seq, ack=ack)
+            p.time = t_first
+            pkts.append(p)
+        cseq += 1
+        sseq += 1
+    skip = {True: f.start_midline, False: f.start_midline}
+    pending_swap = None
+    for m in f.msgs:
+        data = m.data
+        if skip[m.to_server]:
+            cut = min(skip[m.to_server], len(data))
+            data = data[cut:]
+            skip[m.to_server] -= cut
+            if m.to_server:
+                cseq += cut
+            else:
+                sseq += cut
+            if not data:
+                continue
+        size = f.segment or len(data)
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        for ch in chunks:
+            seq = cseq if m.to_server else sseq
+            ack = sseq if m.to_server else cseq
+            p = _ip(f, m.to_server) / TCP(sport=f.cport if m.to_server else f.sport,
+                                          dport=f.sport if m.to_server else f.cport, flags="PA",
+                                          seq=seq, ack=ack) / Raw(ch)
+            p.time = m.t
+            if m.to_server:
+                cseq += len(ch)
+            else:
+                sseq += len(ch)
+            if f.reorder and m.to_server:
+                if pending_swap is None:
+                    pending_swap = p
+                    continue
+                pkts.extend([p, pending_swap])     # later segment first, then the earlier one
+                pending_swap = None
+                continue
+            pkts.append(p)
+    if pending_swap is not None:
+        pkts.append(pending_swap)
+    if f.reorder and f.msgs:
+        # one retransmission of the first client segment for good measure
+        first = next(p for p in pkts if p.haslayer(Raw) and p[TCP].sport == f.cport)
+        dup = first.copy()
+        dup.time = f.msgs[-1].t
+        pkts.append(dup)
+    pkts.sort(key=lambda p: float(p.time))
+    return pkts
+
+
+def write(name: str, pkts: list, link: str = "ether", fmt: str = "pcap", nsec: bool = False,
+          vlan: tuple[int, ...] = ()) -> None:
+    framed = []
+    for p in pkts:
+        if link == "ether":
+            l2 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+            if len(vlan) == 2:
+                l2 = l2 / Dot1AD(vlan=vlan[0]) / Dot1Q(vlan=vlan[1])
+            elif vlan:
+                l2 = l2 / Dot1Q(vlan=vlan[0])
+            q = l2 / p
+        elif link == "sll":
+            q = CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=b"\x02\x00\x00\x00\x00\x01\x00\x00",
+                            proto=0x86DD if p.haslayer(IPv6) else 0x0800) / p
+        else:
+            q = p
+        q.time = p.time
+        framed.append(q)
+    path = HERE / name
+    if fmt == "pcapng":
+        w = PcapNgWriter(str(path))
+    else:
+        lt = {"ether": 1, "sll": 113, "raw": 101}[link]
+        w = PcapWriter(str(path), linktype=lt, nano=nsec, sync=True)
+    for q in framed:
+        w.write(q)
+    w.close()
+
+
+# ---------------------------------------------------------------------------------- sessions
+EXPECTED: dict[str, dict] = {}
+
+
+def shares(f: Flow, first: float, n: int, every: float, mk_submit, mk_ok, reject_at: int | None = None,
+           reject=None) -> list[float]:  # noqa: ANN001
+    """Append n submits (id 100+i) and their answers; returns accepted share times."""
+    acc = []
+    for i in range(n):
+        t = first + i * every
+        f.c(t, mk_submit(100 + i, i))
+        if reject_at is not None and i == reject_at:
+            f.s(t + 0.05, reject(100 + i))
+        else:
+            f.s(t + 0.05, mk_ok(100 + i))
+            acc.append(t)
+    return acc
+
+
+def expect(name: str, **kw) -> None:  # noqa: ANN003
+    EXPECTED[name] = kw
+
+
+def stratum_btc(name: str, spaced: bool, crlf: bool, vlan: tuple[int, ...], gz: bool = False) -> None:
+    f = Flow("10.1.0.10", "203.0.113.10", 50001, 3333)
+    t = T0
+    f.c(t, {"id": 1, "method": "mining.configure", "params": [["version-rolling"],
+            {"version-rolling.mask": "1fffe000", "version-rolling.min-bit-count": 2}]}, spaced, crlf)
+    f.s(t + 0.1, {"id": 1, "result": {"version-rolling": True, "version-rolling.mask": "1fffe000"},
+                  "error": None}, spaced, crlf)
+    f.c(t + 0.2, {"id": 2, "method": "mining.subscribe", "params": ["bmminer/2.0.0"]}, spaced, crlf)
+    f.s(t + 0.3, {"id": 2, "result": [[["mining.set_difficulty", "b4b6693b72a50c71"],
+                                       ["mining.notify", "ae6812eb4cd7735a"]], "08000002", 4],
+                  "error": None}, spaced, crlf)
+    f.c(t + 0.4, {"id": 3, "method": "mining.authorize", "params": [f"{BTC_ADDR}.rack07", "x"]},
+        spaced, crlf)
+    f.s(t + 0.5, {"id": 3, "result": True, "error": None}, spaced, crlf)
+    f.s(t + 0.6, {"id": None, "method": "mining.set_difficulty", "params": [65536]}, spaced, crlf)
+    job_t = t + 0.7
+    f.s(job_t, {"id": None, "method": "mining.notify", "params": [
+        "1a2b3c4d", "00" * 32, "01" * 60, "02" * 40, ["03" * 32, "04" * 32], "20000000", "17034219",
+        "6650f1a2", True]}, spaced, crlf)
+    acc = shares(f, job_t + 5, 12, 10.0,
+                 lambda i, k: {"id": i, "method": "mining.submit", "params": [
+                     f"{BTC_ADDR}.rack07", "1a2b3c4d", f"{k:08x}", "6650f1a2", "9f3e2a11", "00a4e000"]},
+                 lambda i: {"id": i, "result": True, "error": None},
+                 reject_at=6, reject=lambda i: {"id": i, "result": None,
+                                                "error": [23, "Low difficulty share", None]})
+    f.msgs = [Msg(m.t, m.to_server, m.data) for m in f.msgs]
+    # rebuild with the chosen spacing for the shares too
+    if spaced or crlf:
+        rebuilt = []
+        for m in f.msgs:
+            obj = json.loads(m.data)
+            rebuilt.append(Msg(m.t, m.to_server, _line(obj, spaced, crlf)))
+        f.msgs = rebuilt
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f), vlan=vlan)
+    if gz:
+        raw = (HERE / name).read_bytes()
+        (HERE / name).unlink()
+        name = name + ".gz"
+        (HERE / name).write_bytes(gzip.compress(raw, mtime=0))
+    expect(name, client="10.1.0.10", pool_ip="203.0.113.10", pool_port=3333, dialect="stratum-v1",
+           coin="BTC", algorithm="sha256d", worker=f"{BTC_ADDR}.rack07", wallet=BTC_ADDR,
+           agent="bmminer/2.0.0", submitted=12, accepted=11, rejected=1,
+           work=65536 * 2 ** 48 / 0xFFFF, window=end - job_t, n=len(acc))
+
+
+def ethstratum(name: str) -> None:
+    f = Flow("2001:db8::10", "2001:db8:ffff::20", 50002, 4444, v6=True)
+    t = T0
+    f.c(t, {"id": 1, "method": "mining.subscribe", "params": ["PhoenixMiner/5.5c", "EthereumStratum/1.0.0"]})
+    f.s(t + 0.1, {"id": 1, "result": [["mining.notify", "ae6812eb4cd7735a302a8a9dd95cf71f",
+                                       "EthereumStratum/1.0.0"], "a2eea0"], "error": None})
+    f.c(t + 0.2, {"id": 2, "method": "mining.extranonce.subscribe", "params": []})
+    f.c(t + 0.3, {"id": 3, "method": "mining.authorize", "params": [f"{ETH_ADDR}.rig01", "x"]})
+    f.s(t + 0.4, {"id": 3, "result": True, "error": None})
+    f.s(t + 0.5, {"id": None, "method": "mining.set_difficulty", "params": [4.0]})
+    job_t = t + 0.6
+    f.s(job_t, {"id": None, "method": "mining.notify", "params": ["bf0488aa", "aa" * 32, "bb" * 32, True]})
+    acc = shares(f, job_t + 3, 25, 4.0,
+                 lambda i, k: {"id": i, "method": "mining.submit", "params": [f"{ETH_ADDR}.rig01", "bf0488aa", f"cfae7df7{k:02x}"]},
+                 lambda i: {"id": i, "result": True, "error": None})
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="2001:db8::10", pool_ip="2001:db8:ffff::20", pool_port=4444,
+           dialect="ethereumstratum-1.0.0", coin="ETH", algorithm="ethash", worker=f"{ETH_ADDR}.rig01",
+           wallet=ETH_ADDR, agent="PhoenixMiner/5.5c", submitted=25, accepted=25, rejected=0,
+           work=4.0 * 2 ** 48 / 0xFFFF, window=end - job_t, n=len(acc))
+
+
+def ethproxy(name: str) -> None:
+    f = Flow("10.1.0.11", "203.0.113.11", 50003, 8008)
+    t = T0
+    boundary = "0x00000000dbe6fecebdedd5beb573440e5a884d1b2fbf06fcce912adcb8d8422e"
+    header = "0x" + "ab" * 32
+    f.c(t, {"id": 1, "jsonrpc": "2.0", "method": "eth_submitLogin", "worker": "eth1.0",
+            "params": [f"{ETH_ADDR}.rig02", "x"]})
+    f.s(t + 0.1, {"id": 1, "jsonrpc": "2.0", "result": True})
+    f.c(t + 0.2, {"id": 5, "jsonrpc": "2.0", "method": "eth_getWork", "params": []})
+    job_t = t + 0.3
+    f.s(job_t, {"id": 5, "jsonrpc": "2.0", "result": [header, "0x" + "cd" * 32, boundary, "0xe4b2c1"]})
+    f.s(job_t + 20, {"id": 0, "jsonrpc": "2.0", "result": ["0x" + "ac" * 32, "0x" + "cd" * 32, boundary]})
+    acc = shares(f, job_t + 30, 8, 30.0,
+                 lambda i, k: {"id": i, "jsonrpc": "2.0", "method": "eth_submitWork", "worker": "rig02",
+                               "params": [f"0x{k:016x}", "0x" + "ac" * 32, "0x" + "ef" * 32]},
+                 lambda i: {"id": i, "jsonrpc": "2.0", "result": True})
+    for k in range(4):
+        f.c(job_t + 60 * k + 1, {"id": 9, "jsonrpc": "2.0", "method": "eth_submitHashrate", "worker": "rig02",
+                                 "params": [hex(30_000_000 + k), "0x" + "59" * 32]})
+    f.msgs.sort(key=lambda m: m.t)
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f), link="sll")
+    expect(name, client="10.1.0.11", pool_ip="203.0.113.11", pool_port=8008, dialect="eth-proxy",
+           coin="ETH", algorithm="ethash", worker=f"{ETH_ADDR}.rig02", wallet=ETH_ADDR, agent=None,
+           submitted=8, accepted=8, rejected=0, work=2 ** 256 / (int(boundary, 16) + 1),
+           window=end - job_t, n=len(acc), reported=[30_000_000, 30_000_003])
+
+
+def kawpow(name: str) -> None:
+    f = Flow("10.1.0.12", "203.0.113.12", 50004, 4505)
+    t = T0
+    target = "00000009fff60000000000000000000000000000000000000000000000000000"
+    f.c(t, {"id": 1, "method": "mining.subscribe", "params": ["GMiner/2.09", None, "rvn.pool.example", "4505"]})
+    f.s(t + 0.1, {"id": 1, "result": [None, "64290b"], "error": None})
+    f.c(t + 0.2, {"id": 2, "method": "mining.authorize", "params": [f"{RVN_ADDR}.rig01", "x"]})
+    f.s(t + 0.3, {"id": 2, "result": True, "error": None})
+    f.s(t + 0.4, {"id": None, "method": "mining.set_target", "params": [target]})
+    job_t = t + 0.5
+    f.s(job_t, {"id": None, "method": "mining.notify", "params": ["5a3f", "aa" * 32, "bb" * 32, target, True, 3412345, "1b06d58a"]})
+    acc = shares(f, job_t + 2, 30, 2.0,
+                 lambda i, k: {"id": i, "method": "mining.submit", "params": [f"{RVN_ADDR}.rig01", "5a3f", f"0x{k:016x}", "0x" + "aa" * 32, "0x" + "cc" * 32]},
+                 lambda i: {"id": i, "result": True, "error": None})
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f), fmt="pcapng")
+    expect(name, client="10.1.0.12", pool_ip="203.0.113.12", pool_port=4505, dialect="stratum-kawpow",
+           coin="RVN", algorithm="kawpow", worker=f"{RVN_ADDR}.rig01", wallet=RVN_ADDR, agent="GMiner/2.09",
+           submitted=30, accepted=30, rejected=0, work=2 ** 256 / (int(target, 16) + 1),
+           window=end - job_t, n=len(acc))
+
+
+def equihash(name: str) -> None:
+    f = Flow("10.1.0.13", "203.0.113.13", 50005, 3357)
+    t = T0
+    target = "0007ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+    f.c(t, {"id": 1, "method": "mining.subscribe", "params": ["MagicBean/1.0.0", None, "zec.pool.example", 3357]})
+    f.s(t + 0.1, {"id": 1, "result": ["8c4a1b2e", "ef001234"], "error": None})
+    f.c(t + 0.2, {"id": 2, "method": "mining.authorize", "params": [f"{ZEC_ADDR}.rig01", "x"]})
+    f.s(t + 0.3, {"id": 2, "result": True, "error": None})
+    f.s(t + 0.4, {"id": None, "method": "mining.set_target", "params": [target]})
+    job_t = t + 0.5
+    f.s(job_t, {"id": None, "method": "mining.notify", "params": ["3a1", "04000000", "aa" * 32, "bb" * 32, "00" * 32, "5a1b2c3d", "1d00ffff", True]})
+    acc = shares(f, job_t + 5, 15, 8.0,
+                 lambda i, k: {"id": i, "method": "mining.submit", "params": [f"{ZEC_ADDR}.rig01", "3a1", "5a1b2c3d", f"{k:056x}", "fd4005" + "ab" * 40]},
+                 lambda i: {"id": i, "result": True, "error": None},
+                 reject_at=14, reject=lambda i: {"id": i, "result": None, "error": [21, "Stale job", None]})
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f), nsec=True)
+    expect(name, client="10.1.0.13", pool_ip="203.0.113.13", pool_port=3357, dialect="stratum-equihash",
+           coin="ZEC", algorithm="equihash", worker=f"{ZEC_ADDR}.rig01", wallet=ZEC_ADDR, agent="MagicBean/1.0.0",
+           submitted=15, accepted=14, rejected=1, work=2 ** 256 / (int(target, 16) + 1),
+           window=end - job_t, n=len(acc), domain="zec.pool.example")
+
+
+def kaspa(name: str) -> None:
+    f = Flow("10.1.0.14", "203.0.113.14", 50006, 5555)
+    t = T0
+    f.c(t, {"id": 1, "method": "mining.subscribe", "params": ["IceRiverMiner-v1.1", "EthereumStratum/1.0.0"]})
+    f.s(t + 0.1, {"id": 1, "result": [True, "EthereumStratum/1.0.0"], "error": None})
+    f.c(t + 0.2, {"id": 2, "method": "mining.authorize", "params": [f"{KAS_ADDR}.ks0-01", ""]})
+    f.s(t + 0.3, {"id": 2, "result": True, "error": None})
+    f.s(t + 0.4, {"id": None, "method": "mining.set_extranonce", "params": ["0001"]})
+    f.s(t + 0.5, {"id": None, "method": "mining.set_difficulty", "params": [4096]})
+    job_t = t + 0.6
+    f.s(job_t, {"id": None, "method": "mining.notify", "params": ["17", [1234567890123456789, 987654321987654321, 111111111111111111, 222222222222222222], 1716200000000]})
+    acc = shares(f, job_t + 1, 40, 1.5,
+                 lambda i, k: {"id": i, "method": "mining.submit", "params": [f"{KAS_ADDR}.ks0-01", "17", f"0x0001{k:012x}"]},
+                 lambda i: {"id": i, "result": True, "error": None})
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f), vlan=(100,))
+    expect(name, client="10.1.0.14", pool_ip="203.0.113.14", pool_port=5555, dialect="stratum-kaspa",
+           coin="KAS", algorithm="kheavyhash", worker=f"{KAS_ADDR}.ks0-01", wallet=KAS_ADDR,
+           agent="IceRiverMiner-v1.1", submitted=40, accepted=40, rejected=0, work=4096 * 2.0 ** 32,
+           window=end - job_t, n=len(acc))
+
+
+def xmrig_session(f: Flow, login: bool = True, n: int = 20) -> tuple[float, list[float]]:
+    t = T0
+    if login:
+        f.c(t, {"id": 1, "jsonrpc": "2.0", "method": "login", "params": {
+            "login": XMR_ADDR, "pass": "rig01", "agent": "XMRig/6.26.0 (Linux x86_64) libuv/1.48.0 gcc/13.2.1",
+            "rigid": "rig01", "algo": ["rx/0", "cn/r"]}})
+        job_t = t + 0.1
+        f.s(job_t, {"id": 1, "jsonrpc": "2.0", "error": None, "result": {
+            "id": "1be0b7b6", "job": {"blob": "0707" + "ab" * 74, "job_id": "q7PLUPL25UV0", "target": "b88d0600",
+                                      "id": "1be0b7b6", "algo": "rx/0", "height": 3123456, "seed_hash": "cd" * 32},
+            "extensions": ["algo", "nicehash", "connect", "tls", "keepalive"], "status": "OK"}})
+    else:
+        job_t = t + 0.1
+        f.s(job_t, {"jsonrpc": "2.0", "method": "job", "params": {
+            "blob": "0707" + "ab" * 74, "job_id": "q7PLUPL25UV0", "target": "b88d0600", "id": "1be0b7b6",
+            "algo": "rx/0", "height": 3123457, "seed_hash": "cd" * 32}})
+    acc = shares(f, job_t + 5, n, 6.0,
+                 lambda i, k: {"id": i, "jsonrpc": "2.0", "method": "submit", "params": {
+                     "id": "1be0b7b6", "job_id": "q7PLUPL25UV0", "nonce": f"{k:08x}", "result": "ee" * 32, "algo": "rx/0"}},
+                 lambda i: {"id": i, "jsonrpc": "2.0", "error": None, "result": {"status": "OK"}})
+    f.c(acc[-1] + 3, {"id": 900, "jsonrpc": "2.0", "method": "keepalived", "params": {"id": "1be0b7b6"}})
+    f.s(acc[-1] + 3.1, {"id": 900, "jsonrpc": "2.0", "error": None, "result": {"status": "KEEPALIVED"}})
+    return job_t, acc
+
+
+def xmrig(name: str) -> None:
+    f = Flow("10.1.0.15", "203.0.113.15", 50007, 3333)
+    job_t, acc = xmrig_session(f)
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.15", pool_ip="203.0.113.15", pool_port=3333, dialect="xmrig", coin="XMR",
+           algorithm="rx/0", worker=XMR_ADDR, wallet=XMR_ADDR,
+           agent="XMRig/6.26.0 (Linux x86_64) libuv/1.48.0 gcc/13.2.1", submitted=20, accepted=20,
+           rejected=0, work=0xFFFFFFFFFFFFFFFF / (0xFFFFFFFFFFFFFFFF // (0xFFFFFFFF // 0x00068DB8)),
+           window=end - job_t, n=len(acc))
+
+
+def xmrig_midstream(name: str) -> None:
+    """No SYN, no login; the capture starts in the middle of a pushed job line; segmented and reordered."""
+    f = Flow("10.1.0.16", "203.0.113.16", 50008, 14444, handshake=False, segment=37, reorder=True)
+    # a partial line first (the tail of an earlier message), then the session proper
+    f.msgs.append(Msg(T0 - 1, False, b'eight":3123455,"seed_hash":"cc"}}\n'))
+    job_t, acc = xmrig_session(f, login=False, n=16)
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.16", pool_ip="203.0.113.16", pool_port=14444, dialect="xmrig", coin="XMR",
+           algorithm="rx/0", worker=None, wallet=None, agent=None, submitted=16, accepted=16, rejected=0,
+           work=0xFFFFFFFFFFFFFFFF / (0xFFFFFFFFFFFFFFFF // (0xFFFFFFFF // 0x00068DB8)),
+           window=end - job_t, n=len(acc), midstream=True)
+
+
+def grin(name: str) -> None:
+    f = Flow("10.1.0.17", "203.0.113.17", 50009, 3416)
+    t = T0
+    f.c(t, {"id": "0", "jsonrpc": "2.0", "method": "login", "params": {"login": "grinuser.rig1", "pass": "x", "agent": "grin-miner"}})
+    f.s(t + 0.1, {"id": "0", "jsonrpc": "2.0", "result": "ok", "error": None})
+    f.c(t + 0.2, {"id": "1", "jsonrpc": "2.0", "method": "getjobtemplate", "params": None})
+    f.s(t + 0.3, {"id": "1", "jsonrpc": "2.0", "result": {"difficulty": 4, "height": 1000, "job_id": 7, "pre_pow": "00" * 100}, "error": None})
+    for k in range(3):
+        f.c(t + 10 + k, {"id": str(10 + k), "jsonrpc": "2.0", "method": "submit", "params": {"edge_bits": 31, "height": 1000, "job_id": 7, "nonce": 1000 + k, "pow": list(range(42))}})
+        f.s(t + 10.1 + k, {"id": str(10 + k), "jsonrpc": "2.0", "result": "ok", "error": None})
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.17", pool_ip="203.0.113.17", pool_port=3416, dialect="grin", coin="GRIN",
+           algorithm="cuckoo", worker="grinuser.rig1", wallet=None, agent="grin-miner", submitted=3,
+           accepted=3, rejected=0, work=None, window=None, n=None)
+
+
+def http_getwork(name: str) -> None:
+    f = Flow("10.1.0.18", "203.0.113.18", 50010, 8332)
+    body = json.dumps({"id": 1, "method": "getwork", "params": []}).encode()
+    req = (b"POST / HTTP/1.1\r\nHost: 203.0.113.18:8332\r\nAuthorization: Basic cmlnMTp4\r\n"
+           b"User-Agent: cgminer/4.10.0\r\nX-Mining-Extensions: longpoll midstate rollntime\r\n"
+           b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    res_body = json.dumps({"id": 1, "error": None, "result": {
+        "data": "00" * 128, "target": "ff" * 28 + "00000000", "midstate": "00" * 32, "hash1": "00" * 64}}).encode()
+    res = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+           + str(len(res_body)).encode() + b"\r\n\r\n" + res_body)
+    f.msgs += [Msg(T0, True, req), Msg(T0 + 0.1, False, res)]
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.18", pool_ip="203.0.113.18", pool_port=8332, dialect="getwork-http",
+           coin="BTC", algorithm="sha256d", worker="http-basic:rig1:x", wallet=None, agent="cgminer/4.10.0",
+           submitted=0, accepted=0, rejected=0, work=None, window=None, n=None)
+
+
+def ws_frame(payload: bytes, mask: bool) -> bytes:
+    head = bytes([0x81])
+    n = len(payload)
+    ln = bytes([n | (0x80 if mask else 0)]) if n < 126 else bytes([126 | (0x80 if mask else 0)]) + struct.pack("!H", n)
+    if not mask:
+        return head + ln + payload
+    key = b"\x11\x22\x33\x44"
+    return head + ln + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def coinhive_ws(name: str) -> None:
+    f = Flow("10.1.0.19", "203.0.113.19", 50011, 8080)
+    t = T0
+    f.msgs.append(Msg(t, True, b"GET /proxy HTTP/1.1\r\nHost: ws001.example-webminer.test\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              b"Sec-WebSocket-Version: 13\r\n\r\n"))
+    f.msgs.append(Msg(t + 0.1, False, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"))
+    j = lambda o: json.dumps(o, separators=(",", ":")).encode()  # noqa: E731
+    f.msgs.append(Msg(t + 0.2, True, ws_frame(j({"type": "auth", "params": {"site_key": "SITEKEY123", "type": "anonymous", "user": None, "goal": 0}}), True)))
+    f.msgs.append(Msg(t + 0.3, False, ws_frame(j({"type": "authed", "params": {"token": "", "hashes": 0}}), False)))
+    job_t = t + 0.4
+    f.msgs.append(Msg(job_t, False, ws_frame(j({"type": "job", "params": {"blob": "07" * 76, "job_id": "j1", "target": "285c8f02", "id": "x", "algo": "cn/r"}}), False)))
+    acc = []
+    for k in range(6):
+        ts = job_t + 10 + 10 * k
+        f.msgs.append(Msg(ts, True, ws_frame(j({"type": "submit", "params": {"job_id": "j1", "nonce": f"{k:08x}", "result": "aa" * 32}}), True)))
+        f.msgs.append(Msg(ts + 0.1, False, ws_frame(j({"type": "hash_accepted", "params": {"hashes": k + 1}}), False)))
+        acc.append(ts)
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.19", pool_ip="203.0.113.19", pool_port=8080, dialect="coinhive-ws", coin="XMR",
+           algorithm="cn/r", worker="site_key:SITEKEY123", wallet=None, agent=None, submitted=6, accepted=6,
+           rejected=0, work=0xFFFFFFFFFFFFFFFF / (0xFFFFFFFFFFFFFFFF // (0xFFFFFFFF // 0x028F5C28)),
+           window=end - job_t, n=len(acc))
+
+
+def dns_tls(name: str) -> None:
+    """A DNS lookup of a pool's stratum host, then a TLS session with SNI to it; a resolver that
+    only forwards the lookup; a host that only visits the pool's web site."""
+    pkts = []
+    def dns(t, client, server, q, ans, sport=40000):  # noqa: ANN001, ANN202
+        qp = IP(src=client, dst=server) / UDP(sport=sport, dport=53) / DNS(id=7, rd=1, qd=DNSQR(qname=q))
+        qp.time = t
+        rr = None
+        for n, typ, val in ans:
+            r = DNSRR(rrname=n, type=typ, rdata=val, ttl=60)
+            rr = r if rr is None else rr / r
+        rp = IP(src=server, dst=client) / UDP(sport=53, dport=sport) / DNS(id=7, qr=1, rd=1, ra=1, qd=DNSQR(qname=q), an=rr, ancount=len(ans))
+        rp.time = t + 0.01
+        return [qp, rp]
+    # the miner 10.1.0.20 asks the resolver 10.1.0.53; the resolver asks upstream 198.51.100.53
+    pkts += dns(T0, "10.1.0.53", "198.51.100.53", "pool.supportxmr.com", [("pool.supportxmr.com", "CNAME", "lb.supportxmr.com"), ("lb.supportxmr.com", "A", "203.0.113.20")], 40001)
+    pkts += dns(T0 + 0.02, "10.1.0.20", "10.1.0.53", "pool.supportxmr.com", [("pool.supportxmr.com", "CNAME", "lb.supportxmr.com"), ("lb.supportxmr.com", "A", "203.0.113.20")])
+    pkts += dns(T0 + 0.03, "10.1.0.21", "10.1.0.53", "www.supportxmr.com", [("www.supportxmr.com", "A", "203.0.113.80")], 40002)
+    hello = _client_hello("pool.supportxmr.com")
+    f = Flow("10.1.0.20", "203.0.113.20", 50012, 443)
+    f.msgs += [Msg(T0 + 1, True, hello), Msg(T0 + 1.1, False, b"\x16\x03\x03\x00\x04\x02\x00\x00\x00")]
+    for k in range(5):
+        f.msgs.append(Msg(T0 + 10 + 30 * k, True, b"\x17\x03\x03\x00\x40" + b"\x99" * 64))
+    pkts += tcp_packets(f)
+    w = Flow("10.1.0.21", "203.0.113.80", 50013, 443)
+    w.msgs += [Msg(T0 + 2, True, _client_hello("www.supportxmr.com"))]
+    pkts += tcp_packets(w)
+    pkts.sort(key=lambda p: float(p.time))
+    write(name, pkts)
+    expect(name, client="10.1.0.20", pool_ip="203.0.113.20", pool_port=443, dialect="tls", coin="XMR",
+           domain="pool.supportxmr.com", suspects=["10.1.0.21", "10.1.0.53"])
+
+
+def _client_hello(sni: str) -> bytes:
+    name = sni.encode()
+    sni_ext = struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name
+    exts = sni_ext
+    body = (b"\x03\x03" + b"\x01" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+            + struct.pack("!H", len(exts)) + exts)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+
+
+def benign_jsonrpc(name: str) -> None:
+    """Ordinary JSON-RPC (an 'echo' service, a node RPC, a 'login' with other fields): no mining."""
+    f = Flow("10.1.0.30", "203.0.113.30", 50014, 8080)
+    f.c(T0, {"jsonrpc": "2.0", "method": "echo", "params": ["hello"], "id": 1})
+    f.s(T0 + 0.1, {"jsonrpc": "2.0", "result": ["hello"], "id": 1})
+    f.c(T0 + 0.2, {"jsonrpc": "2.0", "method": "login", "params": {"user": "alice", "password": "x"}, "id": 2})
+    f.s(T0 + 0.3, {"jsonrpc": "2.0", "result": {"status": "OK"}, "id": 2})
+    f.c(T0 + 0.4, {"jsonrpc": "2.0", "method": "submit", "params": {"form": "a"}, "id": 3})
+    f.c(T0 + 0.5, {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": [], "id": 4})
+    f.s(T0 + 0.6, {"jsonrpc": "2.0", "result": "0x10", "id": 4})
+    f.c(T0 + 0.7, '{"text": "mining.subscribe mining.authorize pool.supportxmr.com"}')
+    write(name, tcp_packets(f))
+    expect(name, benign=True)
+
+
+def main() -> None:
+    os.chdir(HERE)
+    stratum_btc("stratum_btc_compact.pcap", spaced=False, crlf=False, vlan=())
+    stratum_btc("stratum_btc_spaced_crlf_qinq.pcap", spaced=True, crlf=True, vlan=(10, 20))
+    stratum_btc("stratum_btc_gz.pcap", spaced=False, crlf=False, vlan=(), gz=True)
+    ethstratum("ethstratum_ipv6.pcap")
+    ethproxy("ethproxy_sll.pcap")
+    kawpow("kawpow.pcapng")
+    equihash("equihash_ns.pcap")
+    kaspa("kaspa_vlan.pcap")
+    xmrig("xmrig_compact.pcap")
+    xmrig_midstream("xmrig_midstream_reordered.pcap")
+    grin("grin.pcap")
+    http_getwork("getwork_http.pcap")
+    coinhive_ws("coinhive_websocket.pcap")
+    dns_tls("dns_tls_sni.pcap")
+    benign_jsonrpc("benign_jsonrpc.pcap")
+    (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(EXPECTED)} captures to {HERE}")
+
+
+if __name__ == "__main__":
+    main()
