@@ -260,6 +260,8 @@ class Scanner:
                 if isn is not None:
                     flow.streams[i].syn(isn)
         flow.streams[1 - side].release_held()
+        if flow.streams is None:          # what was held decided the flow (TLS, give-up)
+            return
         flow.streams[side].segment(seg.seq, seg.payload, seg.frame, seg.ts)
 
     def _new_flow(self, flow: Flow, seg: Segment) -> None:

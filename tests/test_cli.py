@@ -1,0 +1,103 @@
+"""The command-line contract: formats, exit statuses, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import PCAPS
+from poolsniff.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"], ["scan", "--help"], ["signatures", "--help"]])
+def test_help(args):
+    r = run(*args)
+    assert r.exit_code == 0 and "Usage:" in r.output
+
+
+def test_json_contract():
+    r = run("scan", "--format", "json", str(PCAPS / "xmrig_compact.pcap"))
+    assert r.exit_code == 0
+    doc = json.loads(r.output)
+    (h,) = doc["hosts"]
+    for key in ("ip", "verdict", "dialects", "coins", "pools", "workers", "wallets", "agents", "shares",
+                "hashrate", "bytes_toserver", "bytes_toclient", "first_seen", "last_seen", "evidence"):
+        assert key in h
+    assert set(h["shares"]) >= {"submitted", "accepted", "rejected"}
+    assert set(h["hashrate"][0]) >= {"algorithm", "hs", "ci95", "shares"}
+    assert {"pcap_cnt", "ts", "reason"} <= set(h["evidence"][0])
+    assert "packets" in doc["stats"]
+
+
+def test_jsonl_events():
+    r = run("scan", "-f", "jsonl", str(PCAPS / "dns_tls_sni.pcap"))
+    events = [json.loads(line) for line in r.output.splitlines()]
+    kinds = {e["event_type"] for e in events}
+    assert {"mining", "pool_domain", "stats"} <= kinds
+    for e in events:
+        assert e["timestamp"].endswith("+0000")
+    mining = [e for e in events if e["event_type"] == "mining" and e["mining"]["verdict"] == "mining"]
+    assert mining[0]["src_ip"] == "10.1.0.20" and mining[0]["alert"]["signature_id"] == 9100001
+
+
+def test_csv_and_table():
+    r = run("scan", "-f", "csv", str(PCAPS / "stratum_btc_compact.pcap"))
+    assert r.exit_code == 0 and r.output.splitlines()[1].startswith("10.1.0.10,mining,BTC")
+    r = run("scan", str(PCAPS / "stratum_btc_compact.pcap"))
+    assert r.exit_code == 0 and "10.1.0.10" in r.output and "mining" in r.output
+
+
+def test_missing_file_is_exit_2():
+    r = run("scan", "/nonexistent.pcap")
+    assert r.exit_code == 2 and "no such capture file" in r.output
+
+
+def test_not_a_capture_is_exit_2(tmp_path):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"hello world, not a pcap")
+    r = run("scan", str(bad))
+    assert r.exit_code == 2 and "not a pcap or pcapng file" in r.output
+
+
+def test_truncated_capture_scans_up_to_damage(tmp_path):
+    data = (PCAPS / "xmrig_compact.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:-30])
+    r = subprocess.run([sys.executable, "-m", "poolsniff", "scan", "-f", "json", str(cut)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    assert "truncated" not in r.stdout[:0]
+    assert "last record cut short after frame" in r.stderr and "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["hosts"][0]["verdict"] == "mining"
+    assert doc["stats"]["anomalies"] == {"capture.truncated_record": 1}
+
+
+def test_stdin(tmp_path):
+    data = (PCAPS / "kawpow.pcapng").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "poolsniff", "scan", "-f", "json", "-"], input=data,
+                       capture_output=True)
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["hosts"][0]["ip"] == "10.1.0.12"
+
+
+def test_bad_signatures_are_exit_2_with_file_and_line(tmp_path):
+    (tmp_path / "x.yaml").write_text("version: 1\npools:\n  - id: a\n    name: A\n    coins: [BTC]\n"
+                                     "    source: https://example.org\n    stratum: [a.example.org]\n"
+                                     "    hosst: [b.example.org]\n")
+    r = run("signatures", "check", "--signatures", str(tmp_path))
+    assert r.exit_code == 2
+    assert "x.yaml:3: unknown key 'hosst'" in r.output
+
+
+def test_catalogue_size():
+    r = run("signatures", "check")
+    assert r.exit_code == 0
+    n = int(r.output.split()[1])
+    assert n >= 150

@@ -1,0 +1,47 @@
+"""Small sans-IO units: framing, coins, estimator, signatures."""
+
+import pytest
+from scipy.stats import chi2
+
+from poolsniff.coins import find_wallets, split_login
+from poolsniff.estimate import hashrate_ci
+from poolsniff.framing import LineFramer, parse_json
+
+
+def test_line_framer_split_and_merge():
+    got = []
+    fr = LineFramer(lambda b, f, t: got.append((b, f)), lambda *a: None)
+    fr.feed(b'{"a":1}\n{"b"', 1, 0.0)
+    fr.feed(b':2}\r\n{"c":3}\n', 2, 0.0)
+    assert got == [(b'{"a":1}', 1), (b'{"b":2}', 2), (b'{"c":3}', 2)]
+
+
+def test_line_framer_caps_long_lines():
+    events = []
+    fr = LineFramer(lambda *a: None, lambda e, f, t: events.append(e), max_line=100)
+    for _ in range(50):
+        fr.feed(b"x" * 64, 1, 0.0)
+    assert events and len(fr.buf) <= 100
+
+
+@pytest.mark.parametrize("raw", [b"[" * 10000 + b"]" * 10000, b'{"a":"\xff\xfe"}', b"{" * 5000, b""])
+def test_parse_json_hostile(raw):
+    assert parse_json(raw) is None
+
+
+def test_wallets_and_checksums():
+    w = find_wallets("18ZaVcAT9uahY1jsgF4MQSE7TiZrCjgR3v.rack07")
+    assert [(x.coin, x.checksum) for x in w] == [("BTC", True)]
+    assert find_wallets("18ZaVcAT9uahY1jsgF4MQSE7TiZrCjgR3w.rack07") == []   # bad checksum
+    assert find_wallets("t1fAhZF5aUJdY7CikGULHmeYk7id8qmvbAd.rig4")[0].coin == "ZEC"
+    assert split_login("wallet+1000.rig#x") == ("wallet", None)
+    assert split_login("acct.worker1") == ("acct", "worker1")
+
+
+def test_garwood_matches_definition():
+    est, lo, hi = hashrate_ci(10, 2.0)
+    assert est == 5.0
+    assert lo == pytest.approx(chi2.ppf(0.025, 20) / 4)
+    assert hi == pytest.approx(chi2.ppf(0.975, 22) / 4)
+    _, lo0, hi0 = hashrate_ci(0, 1.0)
+    assert lo0 == 0 and hi0 == pytest.approx(3.6889, rel=1e-3)
