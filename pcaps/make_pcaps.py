@@ -61,12 +61,23 @@ class Flow:
     reorder: bool = False          # swap each pair of client segments
     start_midline: int = 0         # drop this many bytes at the start of each direction
     v6: bool = False
+    spaced: bool = False           # cgminer-style '{"id": 1, "method": ...}'
+    crlf: bool = False
+
+    def __post_init__(self) -> None:
+        for k, v in VARIANT.items():
+            if k in ("spaced", "crlf", "segment", "reorder") and not getattr(self, k):
+                setattr(self, k, v)
 
     def c(self, t: float, obj: dict | str, spaced: bool = False, crlf: bool = False) -> None:
-        self.msgs.append(Msg(t, True, _line(obj, spaced, crlf)))
+        self.msgs.append(Msg(t, True, _line(obj, spaced or self.spaced, crlf or self.crlf)))
 
     def s(self, t: float, obj: dict | str, spaced: bool = False, crlf: bool = False) -> None:
-        self.msgs.append(Msg(t, False, _line(obj, spaced, crlf)))
+        self.msgs.append(Msg(t, False, _line(obj, spaced or self.spaced, crlf or self.crlf)))
+
+
+#: options every Flow of the capture being written takes (see main(): spaced, reordered...)
+VARIANT: dict[str, object] = {}
 
 
 def _line(obj: dict | str, spaced: bool, crlf: bool) -> bytes:
@@ -198,7 +209,7 @@ def expect(name: str, **kw) -> None:  # noqa: ANN003
 
 
 def stratum_btc(name: str, spaced: bool, crlf: bool, vlan: tuple[int, ...], gz: bool = False) -> None:
-    f = Flow("10.1.0.10", "203.0.113.10", 50001, 3333)
+    f = Flow("10.1.0.10", "203.0.113.10", 50001, 3333, spaced=spaced, crlf=crlf)
     t = T0
     f.c(t, {"id": 1, "method": "mining.configure", "params": [["version-rolling"],
             {"version-rolling.mask": "1fffe000", "version-rolling.min-bit-count": 2}]}, spaced, crlf)
@@ -222,14 +233,6 @@ def stratum_btc(name: str, spaced: bool, crlf: bool, vlan: tuple[int, ...], gz: 
                  lambda i: {"id": i, "result": True, "error": None},
                  reject_at=6, reject=lambda i: {"id": i, "result": None,
                                                 "error": [23, "Low difficulty share", None]})
-    f.msgs = [Msg(m.t, m.to_server, m.data) for m in f.msgs]
-    # rebuild with the chosen spacing for the shares too
-    if spaced or crlf:
-        rebuilt = []
-        for m in f.msgs:
-            obj = json.loads(m.data)
-            rebuilt.append(Msg(m.t, m.to_server, _line(obj, spaced, crlf)))
-        f.msgs = rebuilt
     end = f.msgs[-1].t
     write(name, tcp_packets(f), vlan=vlan)
     if gz:
@@ -540,21 +543,141 @@ def benign_jsonrpc(name: str) -> None:
     expect(name, benign=True)
 
 
+# ---------------------------------------------------------------------------------- raw writers
+def _frame(p, link: str) -> bytes:  # noqa: ANN001
+    """Bytes of one frame in a link type scapy does not write for us."""
+    ip = bytes(p)
+    v6 = p.haslayer(IPv6)
+    if link == "sll2":
+        return struct.pack("!HHIHBB8s", 0x86DD if v6 else 0x0800, 0, 1, 1, 0, 6,
+                           b"\x02\x00\x00\x00\x00\x01\x00\x00") + ip
+    if link == "null":           # BSD loopback: address family in the capturing host's order (LE here)
+        return struct.pack("<I", 30 if v6 else 2) + ip
+    if link == "raw":
+        return ip
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p)
+
+
+def write_pcap_raw(name: str, pkts: list, link: str, linktype: int) -> None:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
+    for p in pkts:
+        data = _frame(p, link)
+        t = float(p.time)
+        out.append(struct.pack("<IIII", int(t), round((t - int(t)) * 1e6), len(data), len(data)) + data)
+    (HERE / name).write_bytes(b"".join(out))
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    body += b"\x00" * (-len(body) % 4)
+    n = len(body) + 12
+    return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+
+def write_pcapng_multi(name: str, parts: list[tuple[list, str, int, int]]) -> None:
+    """One pcapng, one interface per part: (packets, link, linktype, tsresol exponent)."""
+    blocks = [_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    for _pkts, _link, lt, res in parts:
+        opts = struct.pack("<HHB3x", 9, 1, res) + struct.pack("<HH", 0, 0)
+        blocks.append(_block(1, struct.pack("<HHI", lt, 0, 65535) + opts))
+    events = []
+    for i, (pkts, link, _lt, res) in enumerate(parts):
+        for p in pkts:
+            events.append((float(p.time), i, _frame(p, link), res))
+    events.sort(key=lambda e: e[0])
+    for t, i, data, res in events:
+        ticks = round(t * 10 ** res)
+        blocks.append(_block(6, struct.pack("<IIIII", i, ticks >> 32, ticks & 0xFFFFFFFF, len(data),
+                                            len(data)) + data))
+    (HERE / name).write_bytes(b"".join(blocks))
+
+
+def multi_interface(name: str) -> None:
+    """A pcapng with two interfaces of different link types and timestamp resolutions."""
+    a = Flow("10.2.0.10", "203.0.113.40", 51001, 3333)
+    ja, acc_a = xmrig_session(a, n=10)
+    b = Flow("10.2.0.11", "203.0.113.41", 51002, 8008)
+    boundary = "0x00000000dbe6fecebdedd5beb573440e5a884d1b2fbf06fcce912adcb8d8422e"
+    b.c(T0, {"id": 1, "jsonrpc": "2.0", "method": "eth_submitLogin", "params": [ETH_ADDR, "x"]})
+    b.s(T0 + 0.1, {"id": 1, "jsonrpc": "2.0", "result": True})
+    b.s(T0 + 0.2, {"id": 0, "jsonrpc": "2.0", "result": ["0x" + "ab" * 32, "0x" + "cd" * 32, boundary]})
+    write_pcapng_multi(name, [(tcp_packets(a), "ether", 1, 6), (tcp_packets(b), "sll2", 276, 9)])
+    expect(name, hosts={"10.2.0.10": {"dialect": "xmrig", "coin": "XMR", "accepted": 10},
+                        "10.2.0.11": {"dialect": "eth-proxy", "coin": "ETH", "accepted": 0}})
+
+
+def loopback_and_raw() -> None:
+    f = Flow("127.0.0.1", "127.0.0.2", 51003, 3333)
+    job_t, acc = xmrig_session(f, n=5)
+    write_pcap_raw("xmrig_null_loopback.pcap", tcp_packets(f), "null", 0)
+    expect("xmrig_null_loopback.pcap", hosts={"127.0.0.1": {"dialect": "xmrig", "coin": "XMR", "accepted": 5}})
+    g = Flow("10.2.0.12", "203.0.113.42", 51004, 3333)
+    xmrig_session(g, n=4)
+    write_pcap_raw("xmrig_raw_ip.pcap", tcp_packets(g), "raw", 101)
+    expect("xmrig_raw_ip.pcap", hosts={"10.2.0.12": {"dialect": "xmrig", "coin": "XMR", "accepted": 4}})
+
+
+def stratum_btc_midstream(name: str) -> None:
+    """Picked up mid-session, like zeek's bitcoin-mining-in-progress: no SYN, no subscribe or
+    authorize, the pool speaks first; a new difficulty and job arrive, then shares."""
+    f = Flow("10.1.0.22", "203.0.113.22", 50015, 3333, handshake=False)
+    f.msgs.append(Msg(T0 - 0.5, False, b'0000000000000000","17034219","6650f1a0",false]}\n'))
+    f.s(T0, {"id": None, "method": "mining.set_difficulty", "params": [8192]})
+    job_t = T0 + 0.1
+    f.s(job_t, {"id": None, "method": "mining.notify", "params": [
+        "1a2b3c4e", "00" * 32, "01" * 60, "02" * 40, [], "20000000", "17034219", "6650f1a2", True]})
+    acc = shares(f, job_t + 3, 10, 6.0,
+                 lambda i, k: {"id": i, "method": "mining.submit", "params": [
+                     "poolaccount.worker7", "1a2b3c4e", f"{k:08x}", "6650f1a2", "9f3e2a11"]},
+                 lambda i: {"id": i, "result": True, "error": None})
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.22", pool_ip="203.0.113.22", pool_port=3333, dialect="stratum-v1",
+           coin="BTC", algorithm="sha256d", worker="poolaccount.worker7", wallet=None, agent=None,
+           submitted=10, accepted=10, rejected=0, work=8192 * 2 ** 48 / 0xFFFF, window=end - job_t,
+           n=len(acc), midstream=True)
+
+
+DIALECT_SCENARIOS = [
+    (ethstratum, "ethstratum_ipv6.pcap"),
+    (ethproxy, "ethproxy_sll.pcap"),
+    (kawpow, "kawpow.pcapng"),
+    (equihash, "equihash_ns.pcap"),
+    (kaspa, "kaspa_vlan.pcap"),
+    (xmrig, "xmrig_compact.pcap"),
+    (grin, "grin.pcap"),
+    (http_getwork, "getwork_http.pcap"),
+    (coinhive_ws, "coinhive_websocket.pcap"),
+]
+
+#: every dialect is also written in these variants (file name suffix, Flow options)
+VARIANTS = [
+    ("", {}),
+    ("_spaced", {"spaced": True, "crlf": True}),
+    ("_reordered", {"segment": 29, "reorder": True}),
+]
+
+
 def main() -> None:
     os.chdir(HERE)
+    for old in list(HERE.glob("*.pcap")) + list(HERE.glob("*.pcapng")) + list(HERE.glob("*.gz")):
+        old.unlink()
     stratum_btc("stratum_btc_compact.pcap", spaced=False, crlf=False, vlan=())
     stratum_btc("stratum_btc_spaced_crlf_qinq.pcap", spaced=True, crlf=True, vlan=(10, 20))
     stratum_btc("stratum_btc_gz.pcap", spaced=False, crlf=False, vlan=(), gz=True)
-    ethstratum("ethstratum_ipv6.pcap")
-    ethproxy("ethproxy_sll.pcap")
-    kawpow("kawpow.pcapng")
-    equihash("equihash_ns.pcap")
-    kaspa("kaspa_vlan.pcap")
-    xmrig("xmrig_compact.pcap")
+    VARIANT.update(segment=23, reorder=True)
+    stratum_btc("stratum_btc_reordered.pcap", spaced=False, crlf=False, vlan=())
+    VARIANT.clear()
+    for suffix, opts in VARIANTS:
+        VARIANT.clear()
+        VARIANT.update(opts)
+        for fn, name in DIALECT_SCENARIOS:
+            stem, dot, ext = name.partition(".")
+            fn(f"{stem}{suffix}.{ext}")
+    VARIANT.clear()
+    stratum_btc_midstream("stratum_btc_midstream.pcap")
     xmrig_midstream("xmrig_midstream_reordered.pcap")
-    grin("grin.pcap")
-    http_getwork("getwork_http.pcap")
-    coinhive_ws("coinhive_websocket.pcap")
+    multi_interface("multi_interface.pcapng")
+    loopback_and_raw()
     dns_tls("dns_tls_sni.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")

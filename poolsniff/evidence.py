@@ -73,7 +73,8 @@ class FlowRecord:
         self.pool_hosts: list[tuple[str, int | None]] = []
         self.submitted = self.accepted = self.rejected = self.stale = 0
         self.jobs = 0
-        self.difficulties: list[float] = []
+        self.difficulties: list[tuple[str, Any, float | None]] = []   # (kind, raw, hashes)
+        self.difficulty_changes = 0
         self.reported: list[float] = []
         self.reported_n = 0
         self.reported_sum = 0.0
@@ -165,10 +166,13 @@ class FlowRecord:
             if d.get("algorithm"):
                 self.algo = d["algorithm"]
         elif k == "difficulty":
-            v = d.get("difficulty", d.get("work"))
-            if isinstance(v, (int, float)) and v not in self.difficulties \
-                    and len(self.difficulties) < 32:
-                self.difficulties.append(float(v))
+            self.difficulty_changes += 1
+            if "difficulty" in d:
+                item = ("difficulty", float(d["difficulty"]), None)
+            else:
+                item = ("target", str(d.get("target")), float(d["work"]) if d.get("work") else None)
+            if item not in self.difficulties and len(self.difficulties) < 32:
+                self.difficulties.append(item)
         elif k == "job":
             self.jobs += 1
         elif k == "hashrate_reported":
@@ -230,6 +234,9 @@ class HostEvidence:
         self.signatures: CappedSet = CappedSet(cap=32)
         self.domains: CappedSet = CappedSet(cap=32)   # pool names looked up / contacted
         self.methods: dict[str, int] = {}
+        self.difficulty: CappedSet = CappedSet(cap=32)   # (algorithm, kind, raw, hashes/share)
+        self.difficulty_changes = 0
+        self.jobs = 0
         self.submitted = self.accepted = self.rejected = self.stale = 0
         self.rates: dict[str, AlgoRate] = {}
         self.bytes_toserver = self.bytes_toclient = 0
@@ -289,6 +296,12 @@ class HostEvidence:
         coin = resolve_coin(algo, flow_coins, pool_coins)
         if coin:
             self.coins.add(coin)
+        self.jobs += rec.jobs
+        self.difficulty_changes += rec.difficulty_changes
+        for kind, raw, hashes in rec.difficulties:
+            if kind == "difficulty" and algo:
+                hashes = raw * work_factor(algo, "diff")
+            self.difficulty.add((algo or "", kind, raw, hashes))
         for unit, raw_exp in rec.exposure_raw.items():
             if not algo:
                 continue
@@ -311,8 +324,10 @@ class HostEvidence:
     def merge(self, o: HostEvidence) -> None:
         if VERDICTS[o.verdict] > VERDICTS[self.verdict]:
             self.verdict = o.verdict
+        self.jobs += o.jobs
+        self.difficulty_changes += o.difficulty_changes
         for name in ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents",
-                     "signatures", "domains"):
+                     "signatures", "domains", "difficulty"):
             getattr(self, name).merge(getattr(o, name))
         for m, n in o.methods.items():
             self.methods[m] = self.methods.get(m, 0) + n
@@ -366,6 +381,10 @@ class HostEvidence:
             "signatures": self.signatures.sorted(),
             "domains": self.domains.sorted(),
             "methods": dict(sorted(self.methods.items())),
+            "difficulty": [{"algorithm": a or None, "kind": k, "value": v, "hashes_per_share": w}
+                           for a, k, v, w in self.difficulty.sorted()],
+            "difficulty_changes": self.difficulty_changes,
+            "jobs": self.jobs,
             "shares": {"submitted": self.submitted, "accepted": self.accepted,
                        "rejected": self.rejected, "stale": self.stale},
             "hashrate": self.hashrate(),

@@ -1,14 +1,25 @@
 """Generated captures: the exact host record for every dialect and transport variant."""
 
+import json
+
 import pytest
 from scipy.stats import chi2
 
 from conftest import PCAPS, scan_json
 
-NAMES = ["stratum_btc_compact.pcap", "stratum_btc_spaced_crlf_qinq.pcap", "stratum_btc_gz.pcap.gz",
-         "ethstratum_ipv6.pcap", "ethproxy_sll.pcap", "kawpow.pcapng", "equihash_ns.pcap",
-         "kaspa_vlan.pcap", "xmrig_compact.pcap", "xmrig_midstream_reordered.pcap", "grin.pcap",
-         "getwork_http.pcap", "coinhive_websocket.pcap"]
+EXPECTED = json.loads((PCAPS / "expected.json").read_text())
+NAMES = sorted(n for n, e in EXPECTED.items() if "client" in e and "dialect" in e and e["dialect"] != "tls")
+MULTI = sorted(n for n, e in EXPECTED.items() if "hosts" in e)
+
+
+def test_every_dialect_in_every_variant():
+    dialects = {EXPECTED[n]["dialect"] for n in NAMES}
+    assert dialects >= {"stratum-v1", "ethereumstratum-1.0.0", "eth-proxy", "stratum-kawpow",
+                        "stratum-equihash", "stratum-kaspa", "xmrig", "grin", "getwork-http",
+                        "coinhive-ws"}
+    for d in dialects - {"stratum-v1"}:
+        variants = [n for n in NAMES if EXPECTED[n]["dialect"] == d]
+        assert any("_spaced" in n for n in variants) and any("_reordered" in n for n in variants), d
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -75,3 +86,18 @@ def test_evidence_points_to_frames(catalogue):
     first = ev[0]
     assert first["pcap_cnt"] == 4 and first["dir"] == "toserver" and "login" in first["reason"]
     assert all(e["pcap_filename"].endswith("xmrig_compact.pcap") for e in ev)
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_link_types_and_interfaces(name, catalogue):
+    hosts, stats = scan_json([PCAPS / name], catalogue)
+    exp = EXPECTED[name]["hosts"]
+    assert set(hosts) == set(exp)
+    for ip, e in exp.items():
+        assert hosts[ip]["verdict"] == "mining"
+        assert hosts[ip]["dialects"] == [e["dialect"]]
+        assert hosts[ip]["coins"] == [e["coin"]]
+        assert hosts[ip]["shares"]["accepted"] == e["accepted"]
+        # µs and ns interfaces both give the generator's clock (2023-11-14T22:13:20Z onwards)
+        assert 1_700_000_000 - 1 <= hosts[ip]["first_seen"] < 1_700_000_000 + 600
+    assert stats["skipped"] == {}
