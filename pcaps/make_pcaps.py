@@ -637,6 +637,26 @@ def stratum_btc_midstream(name: str) -> None:
            n=len(acc), midstream=True)
 
 
+def merge_parts() -> None:
+    """One host seen in two captures an hour apart: XMR first, then ETC over eth-proxy."""
+    a = Flow("10.3.0.10", "203.0.113.50", 52001, 3333)
+    xmrig_session(a, n=12)
+    write("merge_part1.pcap", tcp_packets(a))
+    b = Flow("10.3.0.10", "203.0.113.51", 52002, 8008)
+    t = T0 + 3600
+    boundary = "0x00000000dbe6fecebdedd5beb573440e5a884d1b2fbf06fcce912adcb8d8422e"
+    b.c(t, {"id": 1, "jsonrpc": "2.0", "method": "eth_submitLogin", "worker": "eth1.0", "params": [f"{ETH_ADDR}.r2", "x"]})
+    b.s(t + 0.1, {"id": 1, "jsonrpc": "2.0", "result": True})
+    b.s(t + 0.2, {"id": 0, "jsonrpc": "2.0", "result": ["0x" + "ab" * 32, "0x" + "cd" * 32, boundary]})
+    shares(b, t + 5, 6, 20.0,
+           lambda i, k: {"id": i, "jsonrpc": "2.0", "method": "eth_submitWork", "params": [f"0x{k:016x}", "0x" + "ab" * 32, "0x" + "ef" * 32]},
+           lambda i: {"id": i, "jsonrpc": "2.0", "result": True})
+    c = Flow("10.3.0.11", "203.0.113.50", 52003, 3333)
+    xmrig_session(c, n=3)
+    write("merge_part2.pcap", tcp_packets(b) + tcp_packets(c))
+    expect("merge_part1.pcap", merge_with="merge_part2.pcap")
+
+
 DIALECT_SCENARIOS = [
     (ethstratum, "ethstratum_ipv6.pcap"),
     (ethproxy, "ethproxy_sll.pcap"),
@@ -678,6 +698,7 @@ def main() -> None:
     xmrig_midstream("xmrig_midstream_reordered.pcap")
     multi_interface("multi_interface.pcapng")
     loopback_and_raw()
+    merge_parts()
     dns_tls("dns_tls_sni.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")

@@ -51,3 +51,55 @@ def scan_files(paths: Iterable[str], catalogue: Catalogue,
     stats["hosts_mining"] = sum(1 for h in hosts if h.verdict == "mining")
     stats["hosts_suspect"] = sum(1 for h in hosts if h.verdict == "suspect")
     return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings)
+
+
+def _merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, bool) or v is None:
+            out[k] = out[k] if v is None else v
+        elif isinstance(v, (int, float)) and isinstance(out[k], (int, float)):
+            if k == "first_ts":
+                out[k] = min(out[k], v)
+            elif k == "last_ts":
+                out[k] = max(out[k], v)
+            elif k == "signatures":
+                out[k] = max(out[k], v)
+            else:
+                out[k] = out[k] + v
+        elif isinstance(v, dict):
+            out[k] = _merge_counts(out[k] or {}, v)
+        elif isinstance(v, list):
+            out[k] = list(out[k]) + list(v)
+    return out
+
+
+def merge_results(results: Iterable[ScanResult]) -> ScanResult:
+    """Merge scans of separate captures: host evidence and counters add up.
+
+    Exact for everything a capture holds on its own. State that crosses captures
+    (a pool IP learned from a DNS answer in one file and contacted in another, a
+    TCP session split across two files) is only seen by scanning them together.
+    """
+    hosts: dict[str, HostEvidence] = {}
+    stats: dict[str, Any] = {}
+    anomalies: list[dict[str, Any]] = []
+    domains: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for r in results:
+        for h in r.hosts:
+            mine = hosts.get(h.ip)
+            if mine is None:
+                mine = hosts[h.ip] = HostEvidence(h.ip)
+            mine.merge(h)
+        stats = _merge_counts(stats, r.stats)
+        anomalies += r.anomalies
+        domains += r.domains
+        warnings += r.warnings
+    order = {"mining": 0, "suspect": 1, "none": 2}
+    merged = sorted(hosts.values(), key=lambda h: (order[h.verdict], h.ip))
+    stats["hosts_mining"] = sum(1 for h in merged if h.verdict == "mining")
+    stats["hosts_suspect"] = sum(1 for h in merged if h.verdict == "suspect")
+    return ScanResult(merged, stats, anomalies, domains, warnings)

@@ -1,0 +1,93 @@
+"""Short hypothesis properties (CI budget): hostile bytes never raise and stay bounded.
+
+The long fuzz run belongs to issue 6; these keep every parser honest on every commit.
+"""
+
+import json
+import struct
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from poolsniff import dialects
+from poolsniff.decode import DecodeStats, decode
+from poolsniff.framing import MAX_LINE_BYTES, HttpFramer, LineFramer, WebSocketFramer, parse_json
+from poolsniff.protocols import client_hello_sni, parse_dns
+from poolsniff.stream import MAX_OOO_BYTES, HalfStream
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(st.lists(st.binary(max_size=2000), max_size=20))
+def test_line_framer_bounded(chunks):
+    fr = LineFramer(lambda *a: None, lambda *a: None)
+    for i, c in enumerate(chunks):
+        fr.feed(c, i, 0.0, gap=(i % 7 == 3))
+        assert len(fr.buf) <= MAX_LINE_BYTES
+
+
+@FAST
+@given(st.binary(max_size=4000))
+def test_http_and_websocket_never_raise(data):
+    HttpFramer(lambda m: None, lambda *a: None).feed(data, 1, 0.0)
+    WebSocketFramer(lambda *a: None, lambda *a: None).feed(data, 1, 0.0)
+
+
+@FAST
+@given(st.binary(max_size=600))
+def test_dns_and_tls_never_raise(data):
+    parse_dns(data)
+    client_hello_sni(b"\x16\x03\x01" + data)
+
+
+@FAST
+@given(st.integers(0, 300), st.binary(max_size=200))
+def test_decode_never_raises(linktype, data):
+    decode(1, 0.0, linktype, data, DecodeStats())
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 2 ** 32 - 1), st.binary(min_size=1, max_size=3000)), max_size=60))
+def test_stream_bounded(segments):
+    hs = HalfStream(lambda *a: None)
+    for seq, data in segments:
+        hs.segment(seq, data, 1, 0.0)
+        assert hs.ooo_bytes <= MAX_OOO_BYTES + 3000
+    hs.flush()
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                           | st.text(max_size=80),
+                           lambda kids: st.lists(kids, max_size=8) | st.dictionaries(st.text(max_size=12), kids, max_size=8),
+                           max_leaves=40)
+methods = st.sampled_from(sorted(dialects.REQUESTS) + ["auth", "job", "submit", "hash_accepted", "x"])
+
+
+@FAST
+@given(st.lists(st.tuples(methods, json_values, json_values, st.booleans()), max_size=30))
+def test_dialects_never_raise(msgs):
+    s = dialects.Session()
+    for method, params, mid, to_server in msgs:
+        for msg in ({"id": mid if not isinstance(mid, (list, dict)) else 1, "method": method, "params": params},
+                    {"type": method, "params": params},
+                    {"id": 1, "result": params, "error": mid}):
+            dialects.sender_role(msg)
+            dialects.handle(s, msg, "toserver" if to_server else "toclient", 1, 0.0)
+            parse_json(json.dumps(msg).encode())
+    assert len(s.pending) <= dialects.MAX_PENDING and len(s.jobs) <= dialects.MAX_JOBS
+
+
+@FAST
+@given(st.binary(max_size=3000))
+def test_pcap_reader_never_raises(tmp_path_factory, body):
+    from poolsniff.sources.pcapfile import CaptureReader
+    d = tmp_path_factory.mktemp("fz")
+    for head in (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1),
+                 struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)):
+        p = d / "f.pcap"
+        p.write_bytes(head + body)
+        r = CaptureReader(str(p))
+        for _batch in r:
+            pass
+        assert len(r.anomalies) <= 1

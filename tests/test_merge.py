@@ -1,0 +1,48 @@
+"""Evidence is mergeable: scans of two captures merge into the answer of one scan of both."""
+
+import json
+import math
+
+import pytest
+
+from conftest import PCAPS
+from poolsniff.scan import merge_results, scan_files
+
+
+def _norm(hosts):
+    return {h.ip: json.loads(json.dumps(h.to_dict())) for h in hosts}
+
+
+def _close(a, b):
+    """Equal, with floats compared to 1e-9 relative (sums may be added in another order)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("a,b", [
+    ("merge_part1.pcap", "merge_part2.pcap"),
+    ("xmrig_compact.pcap", "kawpow.pcapng"),
+    ("multi_interface.pcapng", "equihash_ns.pcap"),
+])
+def test_merge_equals_joint_scan(a, b, catalogue):
+    pa, pb = str(PCAPS / a), str(PCAPS / b)
+    joint = scan_files([pa, pb], catalogue)
+    merged = merge_results([scan_files([pa], catalogue), scan_files([pb], catalogue)])
+    assert _close(_norm(merged.hosts), _norm(joint.hosts))
+    for key in ("packets", "flows", "flows_mining", "json_messages", "hosts_mining"):
+        assert merged.stats[key] == joint.stats[key]
+
+
+def test_merged_host_keeps_both_coins_and_rates(catalogue):
+    merged = merge_results([scan_files([str(PCAPS / "merge_part1.pcap")], catalogue),
+                            scan_files([str(PCAPS / "merge_part2.pcap")], catalogue)])
+    h = {x.ip: x.to_dict() for x in merged.hosts}["10.3.0.10"]
+    assert h["coins"] == ["ETH", "XMR"]
+    assert [r["algorithm"] for r in h["hashrate"]] == ["ethash", "rx/0"]   # never one sum
+    assert h["shares"]["accepted"] == 18 and h["sessions"] == 2
+    assert h["first_seen"] < h["last_seen"] - 3000
