@@ -52,17 +52,21 @@ class DecodeStats:
             self.skipped[k] = self.skipped.get(k, 0) + v
 
 
+#: link types with an EtherType: (offset of the EtherType, offset of the payload)
+_ETHERTYPE_AT = {LINK_ETHERNET: (12, 14), LINK_SLL: (14, 16), LINK_SLL2: (0, 20)}
+
+
 def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int] | None:
     """Return (offset of the IP header, IP version hint 4/6/0) for a frame."""
-    if linktype == LINK_ETHERNET:
-        off = 12
-        if len(buf) < 14:
+    at = _ETHERTYPE_AT.get(linktype)
+    if at is not None:
+        etype_off, off = at
+        if len(buf) < off:
             stats.skip("link.short")
             return None
-        etype = _H.unpack_from(buf, off)[0]
-        off += 2
+        etype = _H.unpack_from(buf, etype_off)[0]
         tags = 0
-        while etype in ETH_VLAN:
+        while etype in ETH_VLAN:                  # 802.1Q / 802.1ad / QinQ tags
             if len(buf) < off + 4 or tags >= 4:
                 stats.skip("link.vlan_short")
                 return None
@@ -73,32 +77,6 @@ def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int]
             return off, 4
         if etype == ETH_IPV6:
             return off, 6
-        stats.skip("link.not_ip")
-        return None
-    if linktype == LINK_SLL:
-        if len(buf) < 16:
-            stats.skip("link.short")
-            return None
-        etype = _H.unpack_from(buf, 14)[0]
-        off = 16
-        while etype in ETH_VLAN and len(buf) >= off + 4:
-            etype = _H.unpack_from(buf, off + 2)[0]
-            off += 4
-        if etype == ETH_IPV4:
-            return off, 4
-        if etype == ETH_IPV6:
-            return off, 6
-        stats.skip("link.not_ip")
-        return None
-    if linktype == LINK_SLL2:
-        if len(buf) < 20:
-            stats.skip("link.short")
-            return None
-        etype = _H.unpack_from(buf, 0)[0]
-        if etype == ETH_IPV4:
-            return 20, 4
-        if etype == ETH_IPV6:
-            return 20, 6
         stats.skip("link.not_ip")
         return None
     if linktype in LINK_RAW or linktype == LINK_IPV4 or linktype == LINK_IPV6:

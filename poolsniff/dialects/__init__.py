@@ -96,6 +96,37 @@ class Session:
                       algorithm=self.algo)
         self.emit("job", frame, ts, direction, dialect, job_id=key)
 
+    def submitted(self, msg_id: Any, job_id: Any, frame: int, ts: float, direction: str,
+                  method: str, remember_as: str, work: tuple[float, str] | None | bool = True) -> None:
+        """A share went to the pool: count it, valued by its job, and wait for the answer.
+
+        ``work=True`` looks the job's work up; ``None`` means the dialect carries none.
+        """
+        if work is True:
+            work = self.job_work(job_id)
+        w = work if isinstance(work, tuple) else None
+        self.emit("share", frame, ts, direction, self.dialect, method,
+                  job_id=None if job_id is None else str(job_id)[:128],
+                  work=w[0] if w else None, unit=w[1] if w else None)
+        self.remember(msg_id, remember_as, work=w, exposed=w is not None and self.work is not None)
+
+    def share_result(self, extra: dict[str, Any], res: Any, err: Any, direction: str, frame: int,
+                     ts: float) -> None:
+        """The pool's answer to a share: accepted, or rejected with its code (stale noted)."""
+        work = extra.get("work")
+        ok = (res is True and err in (None, False)) \
+            or (isinstance(res, dict) and str(res.get("status", "")).upper() == "OK") \
+            or (isinstance(res, str) and err is None and (res == "ok" or res.startswith("blockfound")))
+        if ok:
+            self.emit("accepted", frame, ts, direction, self.dialect, work=work[0] if work else None,
+                      unit=work[1] if work else None, exposed=bool(extra.get("exposed")))
+            return
+        code, text = _error(err)
+        self.emit("rejected", frame, ts, direction, self.dialect, code=code, error=text,
+                  stale=code in (21, -32503) or "stale" in (text or "").lower(),
+                  work=work[0] if work else None, unit=work[1] if work else None,
+                  exposed=bool(extra.get("exposed")))
+
     def job_work(self, job_id: Any) -> tuple[float, str] | None:
         hit = self.jobs.get(str(job_id)[:128])
         if hit is not None:
@@ -103,6 +134,18 @@ class Session:
         if self.work is not None and self.unit is not None:
             return self.work, self.unit
         return None
+
+
+def _error(err: Any) -> tuple[int | None, str | None]:
+    """(code, message) from a V1 error array or a JSON-RPC 2.0 error object."""
+    if isinstance(err, list) and err:
+        code = err[0] if isinstance(err[0], int) and not isinstance(err[0], bool) else None
+        return code, str_or_none(err[1], 200) if len(err) > 1 else None
+    if isinstance(err, dict):
+        c = err.get("code")
+        return (c if isinstance(c, int) and not isinstance(c, bool) else None), \
+            str_or_none(err.get("message"), 200)
+    return None, str_or_none(err, 200)
 
 
 def str_or_none(v: Any, limit: int = 512) -> str | None:

@@ -6,7 +6,6 @@ XMRig's little-endian convention.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from poolsniff.dialects import Session, str_or_none
@@ -54,19 +53,11 @@ def handle_type(s: Session, kind: str, m: dict[str, Any], d: str, f: int, t: flo
         else:
             s.emit("job", f, t, d, s.dialect, job_id=str(p.get("job_id"))[:128])
     elif kind == "submit":
-        work = s.job_work(p.get("job_id"))
-        s.emit("share", f, t, d, s.dialect, "submit", job_id=str(p.get("job_id"))[:128],
-               work=work[0] if work else None, unit=work[1] if work else None)
-        q = s.pending.get("coinhive")
-        if q is None:
-            q = s.pending["coinhive"] = deque(maxlen=64)
-        q.append(("submit", {"work": work, "exposed": s.work is not None}))
+        s.submitted("coinhive", p.get("job_id"), f, t, d, "submit", "coinhive.submit")
     elif kind == "hash_accepted":
-        q = s.pending.get("coinhive")
-        extra = q.popleft()[1] if q else {"work": None, "exposed": False}
-        work = extra.get("work")
-        s.emit("accepted", f, t, d, s.dialect, work=work[0] if work else None,
-               unit=work[1] if work else None, exposed=bool(extra.get("exposed")))
+        # CoinHive answers without ids: the oldest outstanding submit is the one accepted
+        req = s.recall("coinhive")
+        s.share_result(req[1] if req else {}, True, None, d, f, t)
 
 
 def is_type_message(m: dict[str, Any]) -> str | None:

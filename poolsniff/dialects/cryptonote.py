@@ -12,7 +12,6 @@ from typing import Any
 
 from poolsniff.dialects import Session, is_hex, str_or_none
 from poolsniff.dialects import grin
-from poolsniff.dialects.stratum import _share_result
 
 NAME = "xmrig"
 CLIENT_METHODS = {"login", "submit", "keepalived"}
@@ -108,10 +107,7 @@ def submit(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
         grin.submit(s, m, d, f, t)
         return
     _m(s, "submit", d, f, t)
-    work = s.job_work(p.get("job_id"))
-    s.emit("share", f, t, d, s.dialect, "submit", job_id=str(p.get("job_id"))[:128],
-           work=work[0] if work else None, unit=work[1] if work else None)
-    s.remember(m.get("id"), "submit", work=work, exposed=s.work is not None)
+    s.submitted(m.get("id"), p.get("job_id"), f, t, d, "submit", "submit")
 
 
 def keepalived(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
@@ -131,7 +127,7 @@ def on_result(s: Session, name: str, extra: dict[str, Any], m: dict[str, Any], d
         else:
             s.emit("authorized", f, t, d, s.dialect, ok=False)
     elif name == "submit":
-        _share_result(s, extra, res, m.get("error"), d, f, t)
+        s.share_result(extra, res, m.get("error"), d, f, t)
 
 
 def on_orphan_result(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from poolsniff.dialects import Session, hex_int, is_hex, str_or_none
-from poolsniff.dialects.stratum import _share_result
 
 NAME = "eth-proxy"
 CLIENT_METHODS = {"eth_submitLogin", "eth_getWork", "eth_submitWork", "eth_submitHashrate",
@@ -59,13 +58,10 @@ def get_work(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
 def submit_work(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
     p = m["params"]
     _m(s, "eth_submitWork", d, f, t)
-    work = s.job_work(str(p[1]).lower())
-    s.emit("share", f, t, d, s.dialect, "eth_submitWork", job_id=str(p[1])[:80],
-           work=work[0] if work else None, unit=work[1] if work else None)
     worker = str_or_none(m.get("worker"), 128)
     if worker:
         s.emit("worker_field", f, t, d, s.dialect, worker=worker)
-    s.remember(m.get("id"), "eth_submitWork", work=work, exposed=s.work is not None)
+    s.submitted(m.get("id"), str(p[1]).lower(), f, t, d, "eth_submitWork", "eth_submitWork")
 
 
 def submit_hashrate(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
@@ -96,7 +92,7 @@ def on_result(s: Session, name: str, extra: dict[str, Any], m: dict[str, Any], d
         if isinstance(res, list):
             _job(s, res, d, f, t)
     elif name == "eth_submitWork":
-        _share_result(s, extra, res, m.get("error"), d, f, t)
+        s.share_result(extra, res, m.get("error"), d, f, t)
     elif name in ("eth_submitLogin", "eth_login"):
         s.emit("authorized", f, t, d, s.dialect, ok=res is True)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from poolsniff.dialects import Session, is_hex
-from poolsniff.dialects.stratum import _share_result
 
 NAME = "getwork-http"
 CLIENT_METHODS = {"getwork", "getblocktemplate", "submitblock"}
@@ -41,10 +40,7 @@ def getwork(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
     _m(s, "getwork", d, f, t)
     p = m.get("params") or []
     if p:   # getwork with data = a solution submission
-        s.emit("share", f, t, d, s.dialect, "getwork", job_id=None,
-               work=s.work, unit=s.unit)
-        s.remember(m.get("id"), "getwork.submit",
-                   work=(s.work, s.unit) if s.work else None, exposed=s.work is not None)
+        s.submitted(m.get("id"), None, f, t, d, "getwork", "getwork.submit")
     else:
         s.remember(m.get("id"), "getwork")
 
@@ -56,8 +52,7 @@ def getblocktemplate(s: Session, m: dict[str, Any], d: str, f: int, t: float) ->
 
 def submitblock(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
     _m(s, "submitblock", d, f, t)
-    s.emit("share", f, t, d, s.dialect, "submitblock", job_id=None, work=None, unit=None)
-    s.remember(m.get("id"), "submitblock", work=None, exposed=False)
+    s.submitted(m.get("id"), None, f, t, d, "submitblock", "submitblock", work=None)
 
 
 def on_result(s: Session, name: str, extra: dict[str, Any], m: dict[str, Any], d: str,
@@ -68,9 +63,10 @@ def on_result(s: Session, name: str, extra: dict[str, Any], m: dict[str, Any], d
         if tgt:
             s.add_job("getwork", TWO256 / (tgt + 1), "target", f, t, d, NAME, "sha256d")
     elif name in ("getwork.submit", "submitblock"):
+        # submitblock answers null on success (BIP 22); getwork answers true
         ok = res is True or (name == "submitblock" and res is None and m.get("error") is None)
-        _share_result(s, extra, True if ok else None, m.get("error") or (None if ok else "rejected"),
-                      d, f, t)
+        s.share_result(extra, True if ok else None, None if ok else (m.get("error") or "rejected"),
+                       d, f, t)
 
 
 REQUESTS = {"getwork": getwork, "getblocktemplate": getblocktemplate,

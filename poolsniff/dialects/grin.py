@@ -47,9 +47,7 @@ def job(s: Session, p: dict[str, Any], d: str, f: int, t: float) -> None:
 def submit(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
     _m(s, "submit", d, f, t)
     p = m["params"]
-    s.emit("share", f, t, d, s.dialect, "submit", job_id=str(p.get("job_id"))[:128],
-           work=None, unit=None)
-    s.remember(m.get("id"), "grin.submit")
+    s.submitted(m.get("id"), p.get("job_id"), f, t, d, "submit", "grin.submit", work=None)
 
 
 def getjobtemplate(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
@@ -63,15 +61,7 @@ def on_result(s: Session, name: str, extra: dict[str, Any], m: dict[str, Any], d
     if name == "getjobtemplate" and is_job(res):
         job(s, res, d, f, t)
     elif name == "grin.submit":
-        if m.get("error") is None and isinstance(res, str) and (res == "ok" or
-                                                                 res.startswith("blockfound")):
-            s.emit("accepted", f, t, d, s.dialect, work=None, unit=None, exposed=False)
-        else:
-            err = m.get("error")
-            code = err.get("code") if isinstance(err, dict) else None
-            s.emit("rejected", f, t, d, s.dialect, code=code,
-                   error=str(err.get("message"))[:200] if isinstance(err, dict) else None,
-                   stale=code == -32503, work=None, unit=None, exposed=False)
+        s.share_result(extra, res, m.get("error"), d, f, t)
 
 
 REQUESTS = {"getjobtemplate": getjobtemplate}

@@ -103,12 +103,9 @@ def authorize(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
 def submit(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
     p = m["params"]
     _method(s, "mining.submit", d, f, t)
-    work = s.job_work(p[1])
     if isinstance(p[0], str) and p[0]:
         s.emit("login", f, t, d, s.dialect, login=p[0][:512], via="submit")
-    s.emit("share", f, t, d, s.dialect, "mining.submit", job_id=str(p[1])[:128],
-           work=work[0] if work else None, unit=work[1] if work else None)
-    s.remember(m.get("id"), "mining.submit", work=work, exposed=s.work is not None)
+    s.submitted(m.get("id"), p[1], f, t, d, "mining.submit", "mining.submit")
 
 
 def plain_client(name: str):  # noqa: ANN201 - small factory
@@ -273,31 +270,7 @@ def on_result(s: Session, name: str, extra: dict[str, Any], m: dict[str, Any], d
         s.emit("authorized", f, t, d, s.dialect, ok=res is True)
         return
     if name == "mining.submit":
-        _share_result(s, extra, res, err, d, f, t)
-
-
-def _share_result(s: Session, extra: dict[str, Any], res: Any, err: Any, d: str, f: int,
-                  t: float) -> None:
-    work = extra.get("work")
-    if res is True or (isinstance(res, dict) and str(res.get("status", "")).upper() == "OK"):
-        s.emit("accepted", f, t, d, s.dialect, work=work[0] if work else None,
-               unit=work[1] if work else None, exposed=bool(extra.get("exposed")))
-    else:
-        code, text = _error(err)
-        s.emit("rejected", f, t, d, s.dialect, code=code, error=text,
-               stale=code in (21, -32503) or "stale" in (text or "").lower(),
-               work=work[0] if work else None, unit=work[1] if work else None,
-               exposed=bool(extra.get("exposed")))
-
-
-def _error(err: Any) -> tuple[int | None, str | None]:
-    if isinstance(err, list) and err:
-        code = err[0] if isinstance(err[0], int) else None
-        return code, str_or_none(err[1], 200) if len(err) > 1 else None
-    if isinstance(err, dict):
-        code = err.get("code") if isinstance(err.get("code"), int) else None
-        return code, str_or_none(err.get("message"), 200)
-    return None, str_or_none(err, 200)
+        s.share_result(extra, res, err, d, f, t)
 
 
 REQUESTS = {
