@@ -535,6 +535,8 @@ def benign_jsonrpc(name: str) -> None:
     f.s(T0 + 0.1, {"jsonrpc": "2.0", "result": ["hello"], "id": 1})
     f.c(T0 + 0.2, {"jsonrpc": "2.0", "method": "login", "params": {"user": "alice", "password": "x"}, "id": 2})
     f.s(T0 + 0.3, {"jsonrpc": "2.0", "result": {"status": "OK"}, "id": 2})
+    f.c(T0 + 0.35, {"jsonrpc": "2.0", "method": "login", "params": {"login": "bob", "pass": "hunter2"}, "id": 5})
+    f.s(T0 + 0.36, {"jsonrpc": "2.0", "result": {"id": "sess1", "status": "OK"}, "id": 5})
     f.c(T0 + 0.4, {"jsonrpc": "2.0", "method": "submit", "params": {"form": "a"}, "id": 3})
     f.c(T0 + 0.5, {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": [], "id": 4})
     f.s(T0 + 0.6, {"jsonrpc": "2.0", "result": "0x10", "id": 4})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from poolsniff.coins import find_wallets
 from poolsniff.dialects import Session, is_hex, str_or_none
 from poolsniff.dialects import grin
 
@@ -55,14 +56,18 @@ def target_work(target: str) -> float | None:
     return U64 / t64 if t64 else None
 
 
-def _m(s: Session, name: str, d: str, f: int, t: float) -> None:
+def _m(s: Session, name: str, d: str, f: int, t: float, proof: bool = True) -> None:
     s.set_dialect(NAME)
-    s.emit("method", f, t, d, s.dialect, name, proof=True)
+    s.emit("method", f, t, d, s.dialect, name, proof=proof)
 
 
 def login(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
     p = m["params"]
-    _m(s, "login", d, f, t)
+    # {"login", "pass"} alone is any web API's login; a miner sends an agent, its algorithms,
+    # a rig id or a wallet. Without those, the pool's job in the reply is the proof.
+    miner_like = bool(p.get("agent") or isinstance(p.get("algo"), list) or p.get("rigid")
+                      or find_wallets(p["login"][:512]))
+    _m(s, "login", d, f, t, proof=miner_like)
     s.emit("login", f, t, d, s.dialect, login=p["login"][:512],
            password=str_or_none(p.get("pass"), 128), rigid=str_or_none(p.get("rigid"), 128))
     agent = str_or_none(p.get("agent"))
