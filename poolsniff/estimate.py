@@ -5,14 +5,14 @@ share of the job in force). With ``N`` accepted shares over an *exposure*
 ``E = Σ dt / W`` (seconds per hash, summed while a job with known work was in
 force), the MLE is ``H = N / E`` and the exact 95% interval is
 ``[χ²(0.025; 2N)/2E, χ²(0.975; 2N+2)/2E]`` (shared/docs/mining-protocols.md §6.3).
-The chi-square quantiles come from SciPy rather than an approximation.
+The chi-square quantiles come from SciPy (``scipy.special.chdtri``, the inverse of
+the chi-square survival function) rather than an approximation.
 """
 
 from __future__ import annotations
 
 import math
 
-from scipy.stats import chi2
 
 DIFF1_WORK = 2.0 ** 48 / 0xFFFF      # hashes per share at difficulty 1 (cgminer truediffone)
 
@@ -36,11 +36,13 @@ def hashrate_ci(n: int, exposure: float, conf: float = 0.95) -> tuple[float, flo
     """(estimate, low, high) in hashes per second; exposure in seconds per hash."""
     if exposure <= 0:
         raise ValueError("exposure must be positive")
+    from scipy.special import chdtri      # chdtri(k, q) = chi-square quantile of 1 - q
+
     a = 1.0 - conf
     if n <= 0:
-        return 0.0, 0.0, float(chi2.ppf(1 - a / 2, 2) / 2 / exposure)
-    lo = float(chi2.ppf(a / 2, 2 * n) / 2 / exposure)
-    hi = float(chi2.ppf(1 - a / 2, 2 * n + 2) / 2 / exposure)
+        return 0.0, 0.0, float(chdtri(2, a / 2) / 2 / exposure)
+    lo = float(chdtri(2 * n, 1 - a / 2) / 2 / exposure)
+    hi = float(chdtri(2 * n + 2, a / 2) / 2 / exposure)
     return n / exposure, lo, hi
 
 

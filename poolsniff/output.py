@@ -9,6 +9,7 @@ prefixed with a quote.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import socket
@@ -22,6 +23,28 @@ from poolsniff.scan import ScanResult
 SENSOR = socket.gethostname()
 
 
+_CID = None
+
+
+@functools.lru_cache(maxsize=65536)
+def _cid(proto: str, src: str, dst: str, sport: int, dport: int) -> str | None:
+    global _CID
+    from communityid import CommunityID, FlowTuple
+    if _CID is None:
+        _CID = CommunityID()
+    try:
+        return _CID.calc(FlowTuple(6 if proto == "TCP" else 17, src, dst, sport, dport))
+    except Exception:  # noqa: BLE001 - an id is a convenience, never a failure
+        return None
+
+
+def community_id(ev: dict[str, Any]) -> str | None:
+    """Community ID (as Suricata and Zeek compute it) of an evidence entry's 5-tuple."""
+    if not all(k in ev for k in ("src_ip", "dest_ip", "src_port", "dest_port")):
+        return None
+    return _cid(ev.get("proto", "TCP"), ev["src_ip"], ev["dest_ip"], ev["src_port"], ev["dest_port"])
+
+
 def eve_time(ts: float | None) -> str | None:
     """Suricata's timestamp form: 2021-10-09T06:13:41.532140+0000."""
     if ts is None:
@@ -33,7 +56,8 @@ def _host_json(h: dict[str, Any]) -> dict[str, Any]:
     out = dict(h)
     out["first_seen_iso"] = eve_time(h["first_seen"])
     out["last_seen_iso"] = eve_time(h["last_seen"])
-    out["evidence"] = [dict(e, ts_iso=eve_time(e.get("ts"))) for e in h["evidence"]]
+    out["evidence"] = [dict(e, ts_iso=eve_time(e.get("ts")), community_id=community_id(e))
+                       for e in h["evidence"]]
     return out
 
 
@@ -72,8 +96,9 @@ def events(res: ScanResult) -> list[dict[str, Any]]:
         if first.get("pcap_filename"):
             extra["pcap_filename"] = first["pcap_filename"]
             extra["pcap_cnt"] = first.get("pcap_cnt")
-        if first.get("community_id"):
-            extra["community_id"] = first["community_id"]
+        cid = community_id(first)
+        if cid:
+            extra["community_id"] = cid
         extra["mining"] = {
             "verdict": hd["verdict"], "reasons": hd["reasons"], "dialects": hd["dialects"],
             "coins": hd["coins"], "pools": pools, "workers": hd["workers"],

@@ -15,8 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from communityid import CommunityID, FlowTuple
-
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.evidence import FlowRecord, HostEvidence
@@ -37,7 +35,6 @@ MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
 SWEEP_EVERY = 50_000        # packets between idle sweeps
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
-_CID = CommunityID()
 
 
 def ip_str(b: bytes) -> str:
@@ -232,6 +229,8 @@ class Scanner:
             if len(self.flows) > MAX_FLOWS:
                 self._evict()
             self._new_flow(flow, seg)
+        else:
+            self.flows.move_to_end(key)
         side = flow.side(seg)
         flow.last_ts = seg.ts
         flow.pkts[side] += 1
@@ -478,9 +477,14 @@ class Scanner:
 
     # -- finishing flows -----------------------------------------------------------------
     def _sweep(self, now: float) -> None:
-        stale = [k for k, f in self.flows.items() if now - f.last_ts > FLOW_IDLE_S]
-        for k in stale:
-            self._finish(self.flows.pop(k))
+        """Finish flows idle for FLOW_IDLE_S; the table is in last-activity order."""
+        flows = self.flows
+        while flows:
+            key, f = next(iter(flows.items()))
+            if now - f.last_ts <= FLOW_IDLE_S:
+                break
+            del flows[key]
+            self._finish(f)
 
     def _evict(self) -> None:
         # finish the oldest non-mining flow first; a mining flow only if none is left
@@ -578,20 +582,11 @@ class Scanner:
         ts_side = c
         info = self._tuple(flow)
         info["pcap_filename"] = flow.file
-        info["community_id"] = self._community_id(flow, c)
         host.add_flow(rec, (server_ip, port, domain), flow.nbytes[ts_side], flow.nbytes[1 - ts_side],
                       flow.pkts[ts_side], flow.pkts[1 - ts_side], flow.first_ts, flow.last_ts,
                       info, sig.coins if sig is not None else ())
         if flow.midstream:
             host.reasons.add("session picked up mid-stream")
-
-    def _community_id(self, flow: Flow, c: int) -> str | None:
-        try:
-            t = FlowTuple(flow.proto, ip_str(flow.ips[c]), ip_str(flow.ips[1 - c]),
-                          flow.ports[c], flow.ports[1 - c])
-            return _CID.calc(t)
-        except Exception:  # noqa: BLE001 - an ID is a convenience, never a failure
-            return None
 
     def _host(self, ip: str) -> HostEvidence:
         h = self.hosts.get(ip)
