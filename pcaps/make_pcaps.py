@@ -560,12 +560,13 @@ def _frame(p, link: str) -> bytes:  # noqa: ANN001
     return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p)
 
 
-def write_pcap_raw(name: str, pkts: list, link: str, linktype: int) -> None:
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
+def write_pcap_raw(name: str, pkts: list, link: str, linktype: int, snaplen: int = 65535) -> None:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)]
     for p in pkts:
-        data = _frame(p, link)
+        full = _frame(p, link)
+        data = full[:snaplen]
         t = float(p.time)
-        out.append(struct.pack("<IIII", int(t), round((t - int(t)) * 1e6), len(data), len(data)) + data)
+        out.append(struct.pack("<IIII", int(t), round((t - int(t)) * 1e6), len(data), len(full)) + data)
     (HERE / name).write_bytes(b"".join(out))
 
 
@@ -616,6 +617,24 @@ def loopback_and_raw() -> None:
     xmrig_session(g, n=4)
     write_pcap_raw("xmrig_raw_ip.pcap", tcp_packets(g), "raw", 101)
     expect("xmrig_raw_ip.pcap", hosts={"10.2.0.12": {"dialect": "xmrig", "coin": "XMR", "accepted": 4}})
+
+
+def snaplen_cut(name: str) -> None:
+    """A SPAN sensor's capture with a 256-byte snaplen: long lines (notify) are cut off."""
+    f = Flow("10.1.0.23", "203.0.113.23", 50016, 3333)
+    t = T0
+    f.c(t, {"id": 2, "method": "mining.subscribe", "params": ["cgminer/4.10.0"]})
+    f.s(t + 0.1, {"id": 2, "result": [[["mining.notify", "ae6812eb"]], "08000002", 4], "error": None})
+    f.c(t + 0.2, {"id": 3, "method": "mining.authorize", "params": [f"{BTC_ADDR}.cut", "x"]})
+    f.s(t + 0.3, {"id": 3, "result": True, "error": None})
+    f.s(t + 0.4, {"id": None, "method": "mining.set_difficulty", "params": [1024]})
+    f.s(t + 0.5, {"id": None, "method": "mining.notify", "params": [
+        "1a2b3c4d", "00" * 32, "01" * 60, "02" * 40, ["03" * 32], "20000000", "17034219", "6650f1a2", True]})
+    shares(f, t + 2, 7, 5.0,
+           lambda i, k: {"id": i, "method": "mining.submit", "params": [f"{BTC_ADDR}.cut", "1a2b3c4d", f"{k:08x}", "6650f1a2", "9f3e2a11"]},
+           lambda i: {"id": i, "result": True, "error": None})
+    write_pcap_raw(name, tcp_packets(f), "ether", 1, snaplen=256)
+    expect(name, hosts={"10.1.0.23": {"dialect": "stratum-v1", "coin": "BTC", "accepted": 7}})
 
 
 def stratum_btc_midstream(name: str) -> None:
@@ -701,6 +720,7 @@ def main() -> None:
     multi_interface("multi_interface.pcapng")
     loopback_and_raw()
     merge_parts()
+    snaplen_cut("stratum_btc_snaplen256.pcap")
     dns_tls("dns_tls_sni.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")

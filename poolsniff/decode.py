@@ -117,6 +117,7 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
             stats.skip("ip.bad_header_length")
             return None
         end = off + total if total >= ihl else len(buf)   # total 0: TSO capture
+        declared = end
         if end > len(buf):
             end = len(buf)                                 # snaplen-truncated packet
         frag = _H.unpack_from(buf, off + 6)[0]
@@ -127,7 +128,7 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
         src = buf[off + 12:off + 16]
         dst = buf[off + 16:off + 20]
         l4 = off + ihl
-        wirelen = end - off
+        wirelen = declared - off
     elif ver == 6:
         if len(buf) < off + 40:
             stats.skip("ip.short")
@@ -138,6 +139,7 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
         dst = buf[off + 24:off + 40]
         l4 = off + 40
         end = l4 + plen if plen else len(buf)
+        declared = end
         if end > len(buf):
             end = len(buf)
         hops = 0
@@ -158,7 +160,7 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
             proto = nxt
             l4 += ln
             hops += 1
-        wirelen = end - off
+        wirelen = declared - off
     else:
         stats.skip("ip.bad_version")
         return None
@@ -173,7 +175,7 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
             return None
         stats.decoded += 1
         return Segment(frame, ts, ver, src, dst, 6, sport, dport, flags, seq,
-                       buf[l4 + hl:end], wirelen)
+                       buf[l4 + hl:end], wirelen, declared - end)
     if proto == 17:
         if l4 + 8 > end:
             stats.skip("udp.short")

@@ -32,7 +32,8 @@ class Segment:
     flags: int            # TCP flags (0 for UDP)
     seq: int              # TCP sequence number (0 for UDP)
     payload: bytes
-    wirelen: int          # bytes of the IP packet (header included)
+    wirelen: int          # bytes of the IP packet on the wire (header included)
+    missing: int = 0      # payload bytes the capture cut off (snaplen), still on the wire
 
 
 @dataclass(slots=True)

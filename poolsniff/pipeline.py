@@ -243,7 +243,9 @@ class Scanner:
             flow.isn[side] = seg.seq
             if flow.streams is not None:
                 flow.streams[side].syn(seg.seq)
-        if flow.state == "other" or not seg.payload:
+        if seg.missing:
+            self.stats.anomaly("capture.snaplen_truncated")
+        if flow.state == "other" or not (seg.payload or seg.missing):
             return
         if flow.state == "undecided":
             flow.inspected += 1
@@ -261,7 +263,7 @@ class Scanner:
         flow.streams[1 - side].release_held()
         if flow.streams is None:          # what was held decided the flow (TLS, give-up)
             return
-        flow.streams[side].segment(seg.seq, seg.payload, seg.frame, seg.ts)
+        flow.streams[side].segment(seg.seq, seg.payload, seg.frame, seg.ts, seg.missing)
 
     def _new_flow(self, flow: Flow, seg: Segment) -> None:
         if not seg.flags & TH_SYN:
@@ -296,6 +298,8 @@ class Scanner:
         if flow.state == "other":
             return
         if flow.app is None:
+            if not data:
+                return          # nothing captured yet to tell the protocol by
             if looks_like_tls(data):
                 flow.app = "tls"
             elif looks_like_http(data):

@@ -46,7 +46,11 @@ class HalfStream:
         if self.next_seq is None:
             self.next_seq = (seq + 1) & 0xFFFFFFFF
 
-    def segment(self, seq: int, data: bytes, frame: int, ts: float) -> None:
+    def segment(self, seq: int, data: bytes, frame: int, ts: float, missing: int = 0) -> None:
+        """Add a segment; ``missing`` bytes after ``data`` were cut off by the capture."""
+        if missing > 0:
+            self.truncated(seq, data, frame, ts, missing)
+            return
         if not data:
             return
         if self.next_seq is None:
@@ -85,6 +89,31 @@ class HalfStream:
         self.ooo_bytes += len(data)
         if self.ooo_bytes > MAX_OOO_BYTES or len(self.ooo) > MAX_OOO_SEGMENTS:
             self._skip_gap()
+
+    def truncated(self, seq: int, data: bytes, frame: int, ts: float, missing: int) -> None:
+        """A snaplen-cut segment: deliver what was captured, then skip what was not."""
+        if self.next_seq is None:
+            self.next_seq = seq
+            self.midstream = True
+        d = _seq_diff(seq, self.next_seq)
+        if d < 0:                                  # overlaps what we have: keep the new part
+            skip = -d
+            if skip >= len(data) + missing:
+                return
+            cut = min(skip, len(data))
+            data, missing, seq = data[cut:], missing - (skip - cut), self.next_seq
+            d = 0
+        gap = d > 0
+        if gap:
+            # bytes before this segment never arrived: give up on them (and on what is held)
+            self.flush()
+            self.gaps += 1
+        if data:
+            self._emit(data, frame, ts, gap)
+        self.gaps += 1
+        self.next_seq = (seq + len(data) + missing) & 0xFFFFFFFF
+        self._emit(b"", frame, ts, True)           # tell the framer bytes are missing
+        self._drain()
 
     def release_held(self) -> None:
         """The other direction spoke: stop holding mid-stream segments (keeps request order)."""

@@ -101,3 +101,13 @@ def test_link_types_and_interfaces(name, catalogue):
         # µs and ns interfaces both give the generator's clock (2023-11-14T22:13:20Z onwards)
         assert 1_700_000_000 - 1 <= hosts[ip]["first_seen"] < 1_700_000_000 + 600
     assert stats["skipped"] == {}
+
+
+def test_snaplen_cut_capture_keeps_shares(catalogue):
+    """256-byte snaplen: the notify is cut, the stream skips the lost bytes and goes on."""
+    hosts, stats = scan_json([PCAPS / "stratum_btc_snaplen256.pcap"], catalogue)
+    h = hosts["10.1.0.23"]
+    assert h["shares"] == {"submitted": 7, "accepted": 7, "rejected": 0, "stale": 0}
+    assert h["hashrate"] == []          # the job (and so its work) was cut off: no estimate
+    assert stats["anomalies"]["capture.snaplen_truncated"] >= 1
+    assert h["bytes_toclient"] > 1000   # bytes on the wire, not the captured ones
