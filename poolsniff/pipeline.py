@@ -235,21 +235,25 @@ class Scanner:
         flow.last_ts = seg.ts
         flow.pkts[side] += 1
         flow.nbytes[side] += seg.wirelen
-        flags = seg.flags
+        self._tcp_packet(flow, side, seg.flags, seg.seq, seg.payload, seg.missing, seg.frame, seg.ts)
+
+    def _tcp_packet(self, flow: Flow, side: int, flags: int, seq: int, payload: bytes, missing: int,
+                    frame: int, ts: float) -> None:
+        """Everything a TCP packet does beyond the counters (shared by the batch path)."""
         if flags & TH_SYN:
             flow.syn_seen = True
             if flow.client is None:
                 flow.client = side if not flags & TH_ACK else 1 - side
-            flow.isn[side] = seg.seq
+            flow.isn[side] = seq
             if flow.streams is not None:
-                flow.streams[side].syn(seg.seq)
-        if seg.missing:
+                flow.streams[side].syn(seq)
+        if missing:
             self.stats.anomaly("capture.snaplen_truncated")
-        if flow.state == "other" or not (seg.payload or seg.missing):
+        if flow.state == "other" or not (payload or missing):
             return
         if flow.state == "undecided":
             flow.inspected += 1
-            flow.payload_bytes += len(seg.payload)
+            flow.payload_bytes += len(payload)
             if flow.inspected > INSPECT_PKTS or flow.payload_bytes > INSPECT_BYTES:
                 self._give_up(flow)
                 return
@@ -263,18 +267,12 @@ class Scanner:
         flow.streams[1 - side].release_held()
         if flow.streams is None:          # what was held decided the flow (TLS, give-up)
             return
-        flow.streams[side].segment(seg.seq, seg.payload, seg.frame, seg.ts, seg.missing)
+        flow.streams[side].segment(seq, payload, frame, ts, missing)
 
-    def _new_flow(self, flow: Flow, seg: Segment) -> None:
+    @staticmethod
+    def _new_flow(flow: Flow, seg: Segment) -> None:
         if not seg.flags & TH_SYN:
             flow.midstream = True
-        for side in (0, 1):
-            hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
-            if hit is not None and flow.ports[1 - side] != 53:
-                flow.endpoint = hit[0]
-                if flow.client is None:
-                    flow.client = side
-                break
 
     def _give_up(self, flow: Flow) -> None:
         flow.state = "other"
@@ -515,6 +513,16 @@ class Scanner:
                 if isinstance(fr, LineFramer):
                     fr.flush(0, flow.last_ts)
         rec = flow.record
+        if flow.endpoint is None:
+            # a pool endpoint learned from DNS (at any time before the flow is finished, so the
+            # answer does not depend on the order packets are processed in)
+            for side in (0, 1):
+                hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
+                if hit is not None and flow.ports[1 - side] != 53:
+                    flow.endpoint = hit[0]
+                    if flow.client is None:
+                        flow.client = side
+                    break
         endpoint = flow.endpoint
         c0 = flow.client if flow.client is not None else self._guess_client(flow)
         if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports \
