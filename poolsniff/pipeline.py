@@ -209,7 +209,11 @@ class Scanner:
                                     "rev": hit.pool.rev, "role": hit.role,
                                     "source": hit.pool.source}})
             for ip in ips:
-                self.endpoints[ip] = (hit, seg.ts)
+                prev = self.endpoints.get(ip)
+                # keep when this IP was first learned for this pool: a session counts only
+                # if the answer was seen before the session's last packet
+                learned = prev[1] if prev is not None and prev[0].pool is hit.pool else seg.ts
+                self.endpoints[ip] = (hit, learned)
                 self.endpoints.move_to_end(ip)
                 if len(self.endpoints) > MAX_ENDPOINTS:
                     self.endpoints.popitem(last=False)
@@ -518,7 +522,7 @@ class Scanner:
             # answer does not depend on the order packets are processed in)
             for side in (0, 1):
                 hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
-                if hit is not None and flow.ports[1 - side] != 53:
+                if hit is not None and hit[1] <= flow.last_ts and flow.ports[1 - side] != 53:
                     flow.endpoint = hit[0]
                     if flow.client is None:
                         flow.client = side

@@ -22,7 +22,10 @@ import io
 import struct
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
+
+import numpy as np
 
 from poolsniff.errors import CaptureError
 from poolsniff.model import Anomaly, Packet
@@ -39,6 +42,37 @@ PCAP_MAGIC = {
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(slots=True)
+class RecordBlock:
+    """Many records of a capture in one buffer, for the batch path.
+
+    ``offs[i]``: where frame i's bytes start in ``buf``; ``incl[i]`` its captured
+    length; ``linktype[i]``, ``ts[i]`` and ``frame[i]`` (1-based frame number).
+    """
+
+    buf: bytes
+    offs: np.ndarray
+    incl: np.ndarray
+    ts: np.ndarray
+    frame: np.ndarray
+    linktype: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offs)
+
+
+def block_from_packets(batch: list[Packet]) -> RecordBlock:
+    """Pack a list of packet tuples into a :class:`RecordBlock`."""
+    lens = np.fromiter((len(p[3]) for p in batch), np.int64, len(batch))
+    offs = np.zeros(len(batch), np.int64)
+    if len(batch) > 1:
+        np.cumsum(lens[:-1], out=offs[1:])
+    return RecordBlock(b"".join(p[3] for p in batch), offs, lens,
+                       np.fromiter((p[1] for p in batch), np.float64, len(batch)),
+                       np.fromiter((p[0] for p in batch), np.int64, len(batch)),
+                       np.fromiter((p[2] for p in batch), np.int64, len(batch)))
 
 
 def open_capture(path: str) -> tuple[BinaryIO, str]:
@@ -150,6 +184,74 @@ class CaptureReader:
                 yield batch
         finally:
             self.close()
+
+    def blocks(self, max_records: int = 65536) -> Iterator[RecordBlock]:
+        """The capture as :class:`RecordBlock`s: classic pcap is indexed in place
+        (one pass over the record headers, the bytes are not copied per packet);
+        pcapng is packed from its packets."""
+        if self.format != "pcap":
+            for batch in self:
+                yield block_from_packets(batch)
+            return
+        try:
+            yield from self._pcap_blocks(max_records)
+        finally:
+            self.close()
+
+    def _pcap_blocks(self, max_records: int) -> Iterator[RecordBlock]:
+        hdr = self._take(24)
+        if hdr is None:
+            self._stop("decode", "capture.truncated_header", "file header truncated")
+            return
+        order, scale = PCAP_MAGIC[hdr[:4]]
+        snaplen, linktype = struct.unpack(order + "II", hdr[16:24])
+        linktype &= 0x0FFFFFFF
+        limit = max(snaplen, 65535) if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+        incl_at = struct.Struct(order + "I").unpack_from
+        dt = np.dtype(order + "u4")
+        frame = 0
+        while True:
+            self._fill(16 * 1024 * 1024)
+            buf = self._buf
+            pos = self._pos
+            n = len(buf)
+            starts: list[int] = []
+            append = starts.append
+            while pos + 16 <= n and len(starts) < max_records:
+                incl = incl_at(buf, pos + 8)[0]
+                if incl > limit:
+                    break
+                if pos + 16 + incl > n:
+                    break
+                append(pos)
+                pos += 16 + incl
+            if starts:
+                st = np.asarray(starts, np.int64)
+                a = np.frombuffer(buf, np.uint8)
+                idx = st[:, None] + np.arange(16)
+                fields = a[idx].copy().view(dt).reshape(len(st), 4)
+                k = len(st)
+                self._pos = pos
+                self.frames = frame + k
+                yield RecordBlock(buf, st + 16, fields[:, 2].astype(np.int64),
+                                  fields[:, 0].astype(np.float64) + fields[:, 1] * scale,
+                                  np.arange(frame + 1, frame + k + 1, dtype=np.int64),
+                                  np.full(k, linktype, np.int64))
+                frame += k
+                continue
+            # nothing indexable: end of file, a cut-short record or damage
+            if pos + 16 <= n:
+                incl = incl_at(buf, pos + 8)[0]
+                if incl > limit:
+                    self._stop("decode", "capture.bad_record_length",
+                               f"record length {incl} exceeds snaplen {snaplen}")
+                    return
+            if self._eof:
+                if n - pos > 0:
+                    self._stop("decode", "capture.truncated_record",
+                               "last record cut short" if n - pos >= 16 else "record header cut short")
+                return
+            self._fill(n - pos + 16 * 1024 * 1024)   # a record larger than what is buffered
 
     def _pcap(self) -> Iterator[Packet]:
         hdr = self._take(24)
