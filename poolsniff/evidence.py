@@ -260,10 +260,17 @@ class HostEvidence:
             self.last_seen = ts
 
     def add_evidence(self, items: list[dict[str, Any]], total: int | None = None) -> None:
-        self.evidence.extend(items)
-        self.evidence.sort(key=_ev_key)
-        del self.evidence[MAX_EVIDENCE:]
+        """Keep the earliest MAX_EVIDENCE entries (by time, file, frame); count them all."""
         self.evidence_total += len(items) if total is None else total
+        ev = self.evidence
+        if len(ev) >= MAX_EVIDENCE:
+            worst = _ev_key(ev[-1])
+            items = [e for e in items if _ev_key(e) < worst]
+            if not items:
+                return
+        ev.extend(items)
+        ev.sort(key=_ev_key)
+        del ev[MAX_EVIDENCE:]
 
     def add_flow(self, rec: FlowRecord, pool: tuple[str, int, str | None], bytes_ts: int,
                  bytes_tc: int, pkts_ts: int, pkts_tc: int, first: float, last: float,

@@ -91,7 +91,8 @@ class LineFramer:
                 line = line[:-1]
             if line.strip():
                 self.lines += 1
-                self.on_line(line, frame, ts)
+                if line.lstrip()[:1] == b"{":     # only JSON objects go on
+                    self.on_line(line, frame, ts)
         rest = len(data) - start
         if rest:
             if len(self.buf) + rest > self.max_line:
@@ -107,7 +108,7 @@ class LineFramer:
         if self.buf and not self.resync:
             line = bytes(self.buf).rstrip(b"\r")
             self.buf.clear()
-            if line.strip():
+            if line.lstrip()[:1] == b"{":
                 self.lines += 1
                 self.on_line(line, frame, ts)
 

@@ -306,6 +306,11 @@ class Scanner:
                 flow.app = "tls"
             elif looks_like_http(data):
                 flow.app = "http"
+            elif flow.syn_seen and not gap and not data.lstrip()[:1] == b"{":
+                # the stream's first bytes are known: every JSON mining dialect opens with a
+                # JSON object (or TLS, or HTTP); anything else is another protocol
+                self._give_up(flow)
+                return
             else:
                 flow.app = "json"
         if flow.app == "tls":
