@@ -521,6 +521,7 @@ class Scanner:
             for fr in flow.framers:
                 if isinstance(fr, LineFramer):
                     fr.flush(0, flow.last_ts)
+        self._release(flow)        # break flow <-> callback cycles: refcounting frees them
         rec = flow.record
         if flow.endpoint is None:
             # a pool endpoint learned from DNS (at any time before the flow is finished, so the
