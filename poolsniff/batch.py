@@ -180,16 +180,25 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         pos_in_tcp = np.full(n, -1, np.int64)
 
     todo = np.sort(np.concatenate(interesting))
-    kind = np.zeros(n, np.int8)          # 1 fallback, 2 dns, 3 tcp
+    kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns
     kind[fallback] = 1
     kind[dns] = 2
     slow_set = set(slow_groups)
     buf = blk.buf
-    for i in todo.tolist():
-        k = kind[i]
+    # one conversion per column for the selected packets (numpy scalars are slow in a loop)
+    seq = _be32(a, np.minimum(l4[todo] + 4, last - 3))
+    tp = pos_in_tcp[todo]
+    g_of = np.where(tp >= 0, gid[np.maximum(tp, 0)] if len(gid) else 0, -1)
+    s_of = np.where(tp >= 0, side[np.maximum(tp, 0)] if len(side) else 0, 0)
+    ps_of = pstart[todo]
+    pe_of = ps_of + plen[todo]
+    cols = zip(todo.tolist(), kind[todo].tolist(), blk.frame[todo].tolist(), blk.ts[todo].tolist(),
+               g_of.tolist(), s_of.tolist(), flags[todo].tolist(), seq.tolist(), ps_of.tolist(),
+               pe_of.tolist(), missing[todo].tolist())
+    tcp_packet = sc._tcp_packet
+    for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
         if k == 1:
-            seg = decode(int(blk.frame[i]), float(blk.ts[i]), int(lt[i]),
-                         buf[int(base[i]):int(cap_end[i])], st.decode)
+            seg = decode(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])], st.decode)
             if seg is None:
                 continue
             st.first_ts = seg.ts if st.first_ts is None else min(st.first_ts, seg.ts)
@@ -202,23 +211,15 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             continue
         if k == 2:
             ipi = int(ip[i])
-            sc._dns(Segment(int(blk.frame[i]), float(blk.ts[i]), 4, buf[ipi + 12:ipi + 16],
-                            buf[ipi + 16:ipi + 20], 17, int(sport[i]), int(dport[i]), 0, 0,
-                            buf[int(pstart[i]):int(end[i])], int(wirelen[i])))
+            sc._dns(Segment(frame, ts, 4, buf[ipi + 12:ipi + 16], buf[ipi + 16:ipi + 20], 17,
+                            int(sport[i]), int(dport[i]), 0, 0, buf[ps:pe], int(wirelen[i])))
             continue
-        p = int(pos_in_tcp[i])
-        g = int(gid[p])
         if g in slow_set:
-            seg = decode(int(blk.frame[i]), float(blk.ts[i]), int(lt[i]),
-                         buf[int(base[i]):int(cap_end[i])], _NULL_STATS)
+            seg = decode(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])], _NULL_STATS)
             if seg is not None:
                 sc._tcp(seg)
             continue
-        flow = group_flow[g]
-        ps = int(pstart[i])
-        sc._tcp_packet(flow, int(side[p]), int(flags[i]), _seq(a, int(l4[i])),
-                       buf[ps:ps + int(plen[i])], int(missing[i]), int(blk.frame[i]),
-                       float(blk.ts[i]))
+        tcp_packet(group_flow[g], sd, fl, sq, buf[ps:pe], miss, frame, ts)
     # keep the flow table in last-activity order, as the per-packet path does
     if len(tcp):
         for g in np.argsort(lastpos, kind="stable").tolist():
@@ -229,10 +230,6 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     if sc._since_sweep >= SWEEP_EVERY:
         sc._since_sweep = 0
         sc._sweep(st.last_ts or 0.0)
-
-
-def _seq(a: np.ndarray, off: int) -> int:
-    return int.from_bytes(a[off + 4:off + 8].tobytes(), "big")
 
 
 class _NullStats:
