@@ -9,7 +9,9 @@ non-mining flows cost a counter update.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ SWEEP_EVERY = 50_000        # packets between idle sweeps
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def ip_str(b: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(b) == 4 else socket.AF_INET6, b)
 
@@ -370,6 +373,8 @@ class Scanner:
         self._release(flow)
 
     def _http(self, flow: Flow, side: int, msg: HttpMessage) -> None:
+        if flow.state == "other":
+            return
         if msg.is_request:
             if flow.client is None:
                 flow.client = side
@@ -396,7 +401,6 @@ class Scanner:
                 target = msg.start.split(" ")[1] if " " in msg.start else ""
                 login = None
                 if auth.lower().startswith("basic "):
-                    import base64
                     try:
                         login = "http-basic:" + base64.b64decode(auth[6:].strip()).decode("utf-8", "replace")
                     except ValueError:
@@ -410,6 +414,12 @@ class Scanner:
                 if ua:
                     s.emit("agent", msg.frame, msg.ts, TOSERVER, s.dialect, agent=ua[:200])
                     self._drain(flow)
+        if msg.is_request and flow.state == "undecided" and flow.endpoint is None \
+                and not msg.body.lstrip()[:1] == b"{" \
+                and "websocket" not in msg.headers.get("upgrade", "").lower():
+            # HTTP mining is JSON-RPC in a request body (getwork, getblocktemplate,
+            # eth_getWork) or a WebSocket: an ordinary request decides the flow
+            self._give_up(flow)
 
     def _session(self, flow: Flow) -> dialects.Session:
         if flow.session is None:
@@ -523,7 +533,7 @@ class Scanner:
                     fr.flush(0, flow.last_ts)
         self._release(flow)        # break flow <-> callback cycles: refcounting frees them
         rec = flow.record
-        if flow.endpoint is None:
+        if flow.endpoint is None and self.endpoints:
             # a pool endpoint learned from DNS (at any time before the flow is finished, so the
             # answer does not depend on the order packets are processed in)
             for side in (0, 1):
