@@ -72,7 +72,10 @@ class Match:
         return self.host.coins or self.pool.coins
 
 
-class _LineLoader(yaml.SafeLoader):
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when available: 10x faster
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     """SafeLoader that remembers the line of every mapping (as ``__line__``)."""
 
 
