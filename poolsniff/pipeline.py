@@ -93,7 +93,7 @@ class Flow:
         self.proto = seg.proto
         self.first_ts = self.last_ts = seg.ts
         self.first_frame = seg.frame
-        self.isn: list[int | None] = [None, None]
+        self.isn: list[int | None] | None = None     # initial sequence numbers, once a SYN is seen
         self.pkts = [0, 0]
         self.nbytes = [0, 0]
         self.client: int | None = None       # 0 or 1 once known
@@ -101,7 +101,7 @@ class Flow:
         self.state = "undecided"              # undecided | mining | other
         self.app: str | None = None          # json | http | tls | ws
         self.streams: list[HalfStream] | None = None
-        self.framers: list[Any] = [None, None]
+        self.framers: list[Any] | None = None        # per-side framers, once payload is inspected
         self.session: dialects.Session | None = None
         self.record: FlowRecord | None = None
         self.inspected = 0
@@ -251,6 +251,8 @@ class Scanner:
             flow.syn_seen = True
             if flow.client is None:
                 flow.client = side if not flags & TH_ACK else 1 - side
+            if flow.isn is None:
+                flow.isn = [None, None]
             flow.isn[side] = seq
             if flow.streams is not None:
                 flow.streams[side].syn(seq)
@@ -267,10 +269,11 @@ class Scanner:
         if flow.streams is None:
             self.stats.flows_inspected += 1
             flow.streams = [HalfStream(self._deliverer(flow, 0)), HalfStream(self._deliverer(flow, 1))]
-            for i in (0, 1):
-                isn = flow.isn[i]
-                if isn is not None:
-                    flow.streams[i].syn(isn)
+            if flow.isn is not None:
+                for i in (0, 1):
+                    isn = flow.isn[i]
+                    if isn is not None:
+                        flow.streams[i].syn(isn)
         flow.streams[1 - side].release_held()
         if flow.streams is None:          # what was held decided the flow (TLS, give-up)
             return
@@ -290,7 +293,7 @@ class Scanner:
             for s in flow.streams:
                 s.release()
         flow.streams = None
-        flow.framers = [None, None]
+        flow.framers = None
         flow.tls_buf = b""
 
     def _deliverer(self, flow: Flow, side: int):  # noqa: ANN202
@@ -319,6 +322,8 @@ class Scanner:
         if flow.app == "tls":
             self._tls(flow, side, data, frame, ts)
             return
+        if flow.framers is None:
+            flow.framers = [None, None]
         fr = flow.framers[side]
         if fr is None:
             if flow.app == "http":
@@ -528,7 +533,7 @@ class Scanner:
         if flow.streams is not None and flow.state != "other":
             for st in flow.streams:
                 st.flush()
-            for fr in flow.framers:
+            for fr in flow.framers or ():
                 if isinstance(fr, LineFramer):
                     fr.flush(0, flow.last_ts)
         self._release(flow)        # break flow <-> callback cycles: refcounting frees them
