@@ -19,7 +19,7 @@ import numpy as np
 
 from poolsniff.decode import decode
 from poolsniff.model import Segment
-from poolsniff.pipeline import MAX_FLOWS, SWEEP_EVERY, TH_RST, TH_SYN, Flow
+from poolsniff.pipeline import SWEEP_EVERY, TH_RST, TH_SYN, Flow
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                 flow = Flow(key, seg, sc.file)
                 flows[key] = flow
                 st.flows += 1
-                if len(flows) > MAX_FLOWS:
+                if len(flows) > sc.max_flows:
                     sc._evict()
                 sc._new_flow(flow, seg)
             group_flow[g] = flow

@@ -54,11 +54,18 @@ def cli() -> None:
               help="Write the result to this file instead of standard output.")
 @click.option("--signatures", "sigdir", type=click.Path(file_okay=False),
               help="Directory of pool signature YAML files (default: the bundled catalogue).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
+              help="Scan the captures on N cores, each as its own observation, and merge "
+                   "(same answer for any N). Without --jobs, captures are read in order as "
+                   "one observation: use that for a capture split into rotated files.")
+@click.option("--max-flows", type=click.IntRange(1000, 50_000_000), default=None,
+              help="Flows tracked at once (default 200000, under 1 KB each); past it the "
+                   "oldest idle flows are finished first and counted as evicted.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: only when stderr is a terminal).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | None,
-         progress: bool | None, debug: bool) -> None:
+         jobs: int | None, max_flows: int | None, progress: bool | None, debug: bool) -> None:
     """Scan pcap/pcapng captures and list every host that mines.
 
     CAPTURE is a pcap or pcapng file (µs or ns timestamps, any link type
@@ -92,11 +99,16 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
         if c != "-" and not os.path.isfile(c):
             raise UsageFailure(f"{c}: no such capture file")
     show = progress if progress is not None else sys.stderr.isatty()
+    if jobs is not None and "-" in captures:
+        raise UsageFailure("--jobs reads files; it cannot be used with '-' (stdin)")
     try:
-        if show and "-" not in captures:
-            result = _scan_with_progress(captures, cat)
+        if jobs is not None:
+            from poolsniff.scan import scan_parallel
+            result = scan_parallel(list(captures), sigdir, jobs, max_flows)
+        elif show and "-" not in captures:
+            result = _scan_with_progress(captures, cat, max_flows)
         else:
-            result = scan_files(captures, cat)
+            result = scan_files(captures, cat, max_flows=max_flows)
     except CaptureError as exc:
         raise UsageFailure(str(exc)) from exc
     except KeyboardInterrupt:
@@ -115,7 +127,7 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
         render(result, fmt, sys.stdout, color=sys.stdout.isatty())
 
 
-def _scan_with_progress(captures: tuple[str, ...], cat: Any) -> Any:
+def _scan_with_progress(captures: tuple[str, ...], cat: Any, max_flows: int | None) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
@@ -134,7 +146,7 @@ def _scan_with_progress(captures: tuple[str, ...], cat: Any) -> Any:
             done_before[1] = read
             bar.update(task, completed=min(total, done_before[0] + read))
 
-        return scan_files(captures, cat, progress=tick)
+        return scan_files(captures, cat, progress=tick, max_flows=max_flows)
 
 
 @cli.group(context_settings=CONTEXT_SETTINGS)

@@ -120,8 +120,9 @@ class Flow:
 class Scanner:
     """Feeds packets through the pipeline and accumulates host evidence."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, max_flows: int | None = None) -> None:
         self.cat = catalogue
+        self.max_flows = max_flows or MAX_FLOWS
         self.flows: OrderedDict[tuple[Any, ...], Flow] = OrderedDict()
         self.hosts: dict[str, HostEvidence] = {}
         self.endpoints: OrderedDict[str, tuple[Match, float]] = OrderedDict()
@@ -233,7 +234,7 @@ class Scanner:
             flow = Flow(key, seg, self.file)
             self.flows[key] = flow
             self.stats.flows += 1
-            if len(self.flows) > MAX_FLOWS:
+            if len(self.flows) > self.max_flows:
                 self._evict()
             self._new_flow(flow, seg)
         else:

@@ -31,7 +31,8 @@ class ScanResult:
 
 
 def scan_files(paths: Iterable[str], catalogue: Catalogue,
-               progress: Callable[[int], None] | None = None, fast: bool = True) -> ScanResult:
+               progress: Callable[[int], None] | None = None, fast: bool = True,
+               max_flows: int | None = None) -> ScanResult:
     """Scan captures in order, as one continuous observation (flows span files).
 
     ``fast`` selects the batch path (numpy header decode, payload only where it
@@ -45,14 +46,14 @@ def scan_files(paths: Iterable[str], catalogue: Catalogue,
     old_gc = gc.get_threshold()
     gc.set_threshold(100_000, 50, 100)
     try:
-        return _scan(paths, catalogue, progress, fast, feed_block)
+        return _scan(paths, catalogue, progress, fast, feed_block, max_flows)
     finally:
         gc.set_threshold(*old_gc)
 
 
 def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], None] | None,
-          fast: bool, feed_block: Callable[..., None]) -> ScanResult:
-    scanner = Scanner(catalogue)
+          fast: bool, feed_block: Callable[..., None], max_flows: int | None) -> ScanResult:
+    scanner = Scanner(catalogue, max_flows)
     warnings: list[str] = []
     for path in paths:
         reader = CaptureReader(path, batch_size=BLOCK)
@@ -132,3 +133,27 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
     stats["hosts_mining"] = sum(1 for h in merged if h.verdict == "mining")
     stats["hosts_suspect"] = sum(1 for h in merged if h.verdict == "suspect")
     return ScanResult(merged, stats, anomalies, domains, warnings)
+
+
+def _scan_one(args: tuple[str, str | None, int | None]) -> ScanResult:
+    """Worker for scan_parallel: one capture, its own process and catalogue."""
+    path, sigdir, max_flows = args
+    return scan_files([path], Catalogue.load(sigdir), max_flows=max_flows)
+
+
+def scan_parallel(paths: list[str], sigdir: str | None, jobs: int,
+                  max_flows: int | None = None) -> ScanResult:
+    """Scan each capture as an independent observation on up to ``jobs`` cores, then merge.
+
+    The merge is done in the order the captures were given, so the answer does not
+    depend on ``jobs``. Unlike :func:`scan_files` over several files, a TCP session
+    split across two captures counts as two sessions, and a pool address learned from
+    DNS in one capture does not carry into another.
+    """
+    work = [(p, sigdir, max_flows) for p in paths]
+    if jobs <= 1 or len(paths) <= 1:
+        return merge_results([_scan_one(w) for w in work])
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
+        return merge_results(list(pool.map(_scan_one, work)))
