@@ -1,0 +1,1 @@
+"""Packet sources: capture files (and, later, live interfaces)."""
