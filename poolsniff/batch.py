@@ -196,6 +196,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                g_of.tolist(), s_of.tolist(), flags[todo].tolist(), seq.tolist(), ps_of.tolist(),
                pe_of.tolist(), missing[todo].tolist())
     tcp_packet = sc._tcp_packet
+    syn = sc._syn
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
         if k == 1:
             seg = decode(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])], st.decode)
@@ -219,7 +220,16 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             if seg is not None:
                 sc._tcp(seg)
             continue
-        tcp_packet(group_flow[g], sd, fl, sq, buf[ps:pe], miss, frame, ts)
+        flow = group_flow[g]
+        if pe == ps and not miss:          # a SYN without payload: handshake bookkeeping only
+            if fl & TH_SYN:
+                syn(flow, sd, fl, sq)
+            continue
+        if flow.state == "other" and not fl & TH_SYN:
+            if miss:
+                st.anomaly("capture.snaplen_truncated")
+            continue
+        tcp_packet(flow, sd, fl, sq, buf[ps:pe], miss, frame, ts)
     # keep the flow table in last-activity order, as the per-packet path does
     if len(tcp):
         for g in np.argsort(lastpos, kind="stable").tolist():

@@ -249,14 +249,7 @@ class Scanner:
                     frame: int, ts: float) -> None:
         """Everything a TCP packet does beyond the counters (shared by the batch path)."""
         if flags & TH_SYN:
-            flow.syn_seen = True
-            if flow.client is None:
-                flow.client = side if not flags & TH_ACK else 1 - side
-            if flow.isn is None:
-                flow.isn = [None, None]
-            flow.isn[side] = seq
-            if flow.streams is not None:
-                flow.streams[side].syn(seq)
+            self._syn(flow, side, flags, seq)
         if missing:
             self.stats.anomaly("capture.snaplen_truncated")
         if flow.state == "other" or not (payload or missing):
@@ -279,6 +272,18 @@ class Scanner:
         if flow.streams is None:          # what was held decided the flow (TLS, give-up)
             return
         flow.streams[side].segment(seq, payload, frame, ts, missing)
+
+    @staticmethod
+    def _syn(flow: Flow, side: int, flags: int, seq: int) -> None:
+        """A SYN: who the client is, and where each direction's byte stream starts."""
+        flow.syn_seen = True
+        if flow.client is None:
+            flow.client = side if not flags & TH_ACK else 1 - side
+        if flow.isn is None:
+            flow.isn = [None, None]
+        flow.isn[side] = seq
+        if flow.streams is not None:
+            flow.streams[side].syn(seq)
 
     @staticmethod
     def _new_flow(flow: Flow, seg: Segment) -> None:
