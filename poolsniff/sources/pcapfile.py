@@ -77,6 +77,30 @@ def block_from_packets(batch: list[Packet]) -> RecordBlock:
                        np.fromiter((p[2] for p in batch), np.int64, len(batch)))
 
 
+def _pcap_header(hdr: bytes) -> tuple[str, float, int, int, int]:
+    """(byte order, timestamp scale, snaplen, link type, largest acceptable record)."""
+    order, scale = PCAP_MAGIC[hdr[:4]]
+    snaplen, linktype = struct.unpack(order + "II", hdr[16:24])
+    linktype &= 0x0FFFFFFF  # upper bits carry FCS information
+    limit = max(snaplen, 65535) if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+    return order, scale, snaplen, linktype, limit
+
+
+_RAMP = np.arange(16)
+
+
+def _block(buf: bytes, a: np.ndarray, starts: list[int], shift: int, order: str, scale: float,
+           linktype: int, frame: int) -> RecordBlock:
+    """A RecordBlock from record-header positions (``shift``: where ``buf`` starts in ``a``)."""
+    st = np.asarray(starts, np.int64)
+    fields = a[st[:, None] + _RAMP].view(np.dtype(order + "u4")).reshape(len(st), 4)
+    k = len(st)
+    return RecordBlock(buf, st + (16 - shift), fields[:, 2].astype(np.int64),
+                       fields[:, 0].astype(np.float64) + fields[:, 1] * scale,
+                       np.arange(frame + 1, frame + k + 1, dtype=np.int64),
+                       np.full(k, linktype, np.int64))
+
+
 def open_capture(path: str) -> tuple[BinaryIO, str]:
     """Open ``path`` (or stdin for ``-``) and undo gzip; returns (stream, display name)."""
     if path == "-":
@@ -220,19 +244,13 @@ class CaptureReader:
             return None
 
     def _pcap_blocks_mmap(self, mm: mmap.mmap, max_records: int) -> Iterator[RecordBlock]:
-        hdr = mm[:24]
-        order, scale = PCAP_MAGIC[hdr[:4]]
-        snaplen, linktype = struct.unpack(order + "II", hdr[16:24])
-        linktype &= 0x0FFFFFFF
-        limit = max(snaplen, 65535) if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+        order, scale, snaplen, linktype, limit = _pcap_header(mm[:24])
         incl_at = struct.Struct(order + "I").unpack_from
-        dt = np.dtype(order + "u4")
         a = np.frombuffer(mm, np.uint8)
         n = len(mm)
         self.bytes_read = n
         pos = 24
         frame = 0
-        ramp = np.arange(16)
         while True:
             starts: list[int] = []
             append = starts.append
@@ -243,18 +261,12 @@ class CaptureReader:
                 append(pos)
                 pos += 16 + incl
             if starts:
-                st = np.asarray(starts, np.int64)
-                fields = a[st[:, None] + ramp].view(dt).reshape(len(st), 4)
-                k = len(st)
-                self.frames = frame + k
                 # one copy of the block's bytes: slicing bytes later is much cheaper than
                 # slicing the mapping, packet by packet
                 first = starts[0]
-                yield RecordBlock(mm[first:pos], st + (16 - first), fields[:, 2].astype(np.int64),
-                                  fields[:, 0].astype(np.float64) + fields[:, 1] * scale,
-                                  np.arange(frame + 1, frame + k + 1, dtype=np.int64),
-                                  np.full(k, linktype, np.int64))
-                frame += k
+                yield _block(mm[first:pos], a, starts, first, order, scale, linktype, frame)
+                frame += len(starts)
+                self.frames = frame
                 if len(starts) == max_records:
                     continue
             if pos + 16 <= n and incl_at(mm, pos + 8)[0] > limit:
@@ -270,12 +282,8 @@ class CaptureReader:
         if hdr is None:
             self._stop("decode", "capture.truncated_header", "file header truncated")
             return
-        order, scale = PCAP_MAGIC[hdr[:4]]
-        snaplen, linktype = struct.unpack(order + "II", hdr[16:24])
-        linktype &= 0x0FFFFFFF
-        limit = max(snaplen, 65535) if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+        order, scale, snaplen, linktype, limit = _pcap_header(hdr)
         incl_at = struct.Struct(order + "I").unpack_from
-        dt = np.dtype(order + "u4")
         frame = 0
         while True:
             self._fill(16 * 1024 * 1024)
@@ -293,18 +301,11 @@ class CaptureReader:
                 append(pos)
                 pos += 16 + incl
             if starts:
-                st = np.asarray(starts, np.int64)
-                a = np.frombuffer(buf, np.uint8)
-                idx = st[:, None] + np.arange(16)
-                fields = a[idx].copy().view(dt).reshape(len(st), 4)
-                k = len(st)
                 self._pos = pos
-                self.frames = frame + k
-                yield RecordBlock(buf, st + 16, fields[:, 2].astype(np.int64),
-                                  fields[:, 0].astype(np.float64) + fields[:, 1] * scale,
-                                  np.arange(frame + 1, frame + k + 1, dtype=np.int64),
-                                  np.full(k, linktype, np.int64))
-                frame += k
+                yield _block(buf, np.frombuffer(buf, np.uint8), starts, 0, order, scale, linktype,
+                             frame)
+                frame += len(starts)
+                self.frames = frame
                 continue
             # nothing indexable: end of file, a cut-short record or damage
             if pos + 16 <= n:
@@ -325,11 +326,8 @@ class CaptureReader:
         if hdr is None:
             self._stop("decode", "capture.truncated_header", "file header truncated")
             return
-        order, scale = PCAP_MAGIC[hdr[:4]]
-        snaplen, linktype = struct.unpack(order + "II", hdr[16:24])
-        linktype &= 0x0FFFFFFF  # upper bits carry FCS information
+        order, scale, snaplen, linktype, limit = _pcap_header(hdr)
         rec = struct.Struct(order + "IIII")
-        limit = max(snaplen, 65535) if 0 < snaplen <= MAX_RECORD else MAX_RECORD
         frame = 0
         while True:
             rh = self._take(16)
