@@ -267,6 +267,10 @@ class CaptureReader:
                 yield _block(mm[first:pos], a, starts, first, order, scale, linktype, frame)
                 frame += len(starts)
                 self.frames = frame
+                # pages already read need not stay resident (file pages count in RSS)
+                done = (pos // mmap.PAGESIZE) * mmap.PAGESIZE
+                if done and hasattr(mm, "madvise"):
+                    mm.madvise(mmap.MADV_DONTNEED, 0, done)
                 if len(starts) == max_records:
                     continue
             if pos + 16 <= n and incl_at(mm, pos + 8)[0] > limit:
