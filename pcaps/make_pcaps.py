@@ -637,6 +637,18 @@ def snaplen_cut(name: str) -> None:
     expect(name, hosts={"10.1.0.23": {"dialect": "stratum-v1", "coin": "BTC", "accepted": 7}})
 
 
+def stratum_v2_shape(name: str) -> None:
+    """An encrypted Stratum V2 session: only the Noise handshake shape shows (a suspect sign)."""
+    import hashlib
+    rnd = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(16))
+    f = Flow("10.1.0.24", "203.0.113.24", 50017, 34254)
+    f.msgs += [Msg(T0, True, rnd[:64]), Msg(T0 + 0.1, False, rnd[64:64 + 234])]
+    for k in range(6):
+        f.msgs.append(Msg(T0 + 10 + 15 * k, True, rnd[300:362]))      # 62-byte share records
+    write(name, tcp_packets(f))
+    expect(name, suspects=["10.1.0.24"], reason="Stratum V2 handshake shape")
+
+
 def stratum_btc_midstream(name: str) -> None:
     """Picked up mid-session, like zeek's bitcoin-mining-in-progress: no SYN, no subscribe or
     authorize, the pool speaks first; a new difficulty and job arrive, then shares."""
@@ -721,6 +733,7 @@ def main() -> None:
     loopback_and_raw()
     merge_parts()
     snaplen_cut("stratum_btc_snaplen256.pcap")
+    stratum_v2_shape("stratum_v2_shape.pcap")
     dns_tls("dns_tls_sni.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")

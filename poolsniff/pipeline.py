@@ -84,7 +84,7 @@ class Flow:
     __slots__ = ("key", "ips", "ports", "proto", "first_ts", "last_ts", "pkts", "nbytes",
                  "client", "syn_seen", "state", "app", "streams", "framers", "session",
                  "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
-                 "midstream", "payload_bytes", "first_frame", "isn")
+                 "midstream", "payload_bytes", "first_frame", "isn", "sign", "sign_frame")
 
     def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
         self.key = key
@@ -93,6 +93,8 @@ class Flow:
         self.proto = seg.proto
         self.first_ts = self.last_ts = seg.ts
         self.first_frame = seg.frame
+        self.sign: str | None = None          # a weaker sign of mining (suspect), with its reason
+        self.sign_frame = 0
         self.isn: list[int | None] | None = None     # initial sequence numbers, once a SYN is seen
         self.pkts = [0, 0]
         self.nbytes = [0, 0]
@@ -318,6 +320,10 @@ class Scanner:
                 flow.app = "tls"
             elif looks_like_http(data):
                 flow.app = "http"
+            elif flow.syn_seen and not gap and side == flow.client and _sv2_act1(data):
+                flow.app = "sv2?"           # wait for the pool's answer to the handshake
+                flow.sign_frame = frame
+                return
             elif flow.syn_seen and not gap and not data.lstrip()[:1] == b"{":
                 # the stream's first bytes are known: every JSON mining dialect opens with a
                 # JSON object (or TLS, or HTTP); anything else is another protocol
@@ -327,6 +333,12 @@ class Scanner:
                 flow.app = "json"
         if flow.app == "tls":
             self._tls(flow, side, data, frame, ts)
+            return
+        if flow.app == "sv2?":
+            if side != flow.client and len(data) == SV2_ACT2_BYTES and _random_looking(data):
+                flow.sign = (f"Stratum V2 handshake shape: {SV2_ACT1_BYTES}-byte client key "
+                             f"(frame {flow.sign_frame}), {SV2_ACT2_BYTES}-byte reply (frame {frame})")
+            self._give_up(flow)     # encrypted from here on
             return
         if flow.framers is None:
             flow.framers = [None, None]
@@ -563,6 +575,13 @@ class Scanner:
                              endpoint.name)
         mining = flow.state == "mining" or (rec is not None and rec.proof)
         if not mining and endpoint is None:
+            if flow.sign is not None:
+                c = flow.client if flow.client is not None else self._guess_client(flow)
+                host = self._host(ip_str(flow.ips[c]))
+                host.raise_verdict("suspect", "Stratum V2 handshake shape")
+                host.seen(flow.first_ts)
+                host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": flow.sign_frame,
+                                    "ts": flow.first_ts, "reason": flow.sign, **self._tuple(flow)}])
             return
         if endpoint is not None and not mining and flow.pkts[flow.client or 0] == 0:
             return
@@ -642,6 +661,19 @@ class Scanner:
         order = {"mining": 0, "suspect": 1, "none": 2}
         return sorted((h for h in self.hosts.values() if h.verdict != "none"),
                       key=lambda h: (order[h.verdict], h.ip))
+
+
+SV2_ACT1_BYTES = 64     # Noise NX act 1: the client's ElligatorSwift ephemeral key (§3.10)
+SV2_ACT2_BYTES = 234    # act 2: key 64 + encrypted static key 64+16 + signature 74+16
+
+
+def _random_looking(data: bytes) -> bool:
+    """High-entropy bytes (keys, ciphertext): most byte values distinct."""
+    return len(set(data)) >= len(data) * 5 // 8
+
+
+def _sv2_act1(data: bytes) -> bool:
+    return len(data) == SV2_ACT1_BYTES and _random_looking(data)
 
 
 def _is_ip(text: str) -> bool:

@@ -111,3 +111,30 @@ def test_snaplen_cut_capture_keeps_shares(catalogue):
     assert h["hashrate"] == []          # the job (and so its work) was cut off: no estimate
     assert stats["anomalies"]["capture.snaplen_truncated"] >= 1
     assert h["bytes_toclient"] > 1000   # bytes on the wire, not the captured ones
+
+
+def test_stratum_v2_handshake_shape_is_a_suspect_sign(catalogue):
+    hosts, _ = scan_json([PCAPS / "stratum_v2_shape.pcap"], catalogue)
+    h = hosts["10.1.0.24"]
+    assert h["verdict"] == "suspect"
+    assert "Stratum V2 handshake shape" in h["reasons"]
+    assert "64-byte client key (frame 4), 234-byte reply (frame 5)" in h["evidence"][0]["reason"]
+
+
+@pytest.mark.parametrize("reply_len,expect_sign", [(234, True), (233, False), (300, False)])
+def test_stratum_v2_shape_needs_the_exact_reply(catalogue, reply_len, expect_sign):
+    import hashlib
+
+    from poolsniff.model import Segment
+    from poolsniff.pipeline import Scanner
+    key = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(12))
+    c, s_ = b"\x0a\x00\x00\x01", b"\xcb\x00\x71\x09"
+    sc = Scanner(catalogue)
+    sc.begin_file("mem")
+    sc._tcp(Segment(1, 1.0, 4, c, s_, 6, 40000, 3336, 0x02, 100, b"", 40))
+    sc._tcp(Segment(2, 1.0, 4, s_, c, 6, 3336, 40000, 0x12, 500, b"", 40))
+    sc._tcp(Segment(3, 1.1, 4, c, s_, 6, 40000, 3336, 0x18, 101, key[:64], 104))
+    sc._tcp(Segment(4, 1.2, 4, s_, c, 6, 3336, 40000, 0x18, 501, key[64:64 + reply_len], 40 + reply_len))
+    sc.finish_all()
+    got = {h.ip: h.to_dict() for h in sc.results()}
+    assert ("10.0.0.1" in got and "Stratum V2 handshake shape" in got["10.0.0.1"]["reasons"]) == expect_sign
