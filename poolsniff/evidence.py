@@ -62,6 +62,13 @@ class CappedSet:
 class FlowRecord:
     """Evidence of one flow, folded from the observations of its session."""
 
+    __slots__ = ("file", "proof", "dialects", "methods", "logins", "agents", "worker_fields",
+                 "pool_hosts", "submitted", "accepted", "rejected", "stale", "jobs",
+                 "difficulties", "difficulty_changes", "reported", "reported_n", "reported_sum",
+                 "reject_errors", "evidence", "evidence_total", "algo", "work_raw", "work_unit",
+                 "seg_start", "exposure_raw", "n_exposed", "accepted_raw", "first_work_ts",
+                 "first_ts", "last_ts")
+
     def __init__(self, file: str) -> None:
         self.file = file
         self.proof = False

@@ -15,6 +15,7 @@ import functools
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from poolsniff import dialects
@@ -304,10 +305,8 @@ class Scanner:
         flow.framers = None
         flow.tls_buf = b""
 
-    def _deliverer(self, flow: Flow, side: int):  # noqa: ANN202
-        def deliver(data: bytes, frame: int, ts: float, gap: bool) -> None:
-            self._app(flow, side, data, frame, ts, gap)
-        return deliver
+    def _deliverer(self, flow: Flow, side: int) -> Callable[[bytes, int, float, bool], None]:
+        return functools.partial(self._app, flow, side)
 
     # -- application layer -----------------------------------------------------------------
     def _app(self, flow: Flow, side: int, data: bytes, frame: int, ts: float, gap: bool) -> None:
@@ -348,10 +347,10 @@ class Scanner:
                 fr = HttpFramer(lambda m, s=side: self._http(flow, s, m),
                                 lambda e, f, t: self._anomaly(e, f, t, "applayer", "http", flow=flow))
             elif flow.app == "ws":
-                fr = WebSocketFramer(lambda b, f, t, s=side: self._json(flow, s, b, f, t),
+                fr = WebSocketFramer(functools.partial(self._json, flow, side),
                                      lambda e, f, t: self._anomaly(e, f, t, "applayer", "websocket", flow=flow))
             else:
-                fr = LineFramer(lambda b, f, t, s=side: self._json(flow, s, b, f, t),
+                fr = LineFramer(functools.partial(self._json, flow, side),
                                 lambda e, f, t: self._anomaly(e, f, t, "stream", "framing", flow=flow),
                                 resync=gap)
                 gap = False
@@ -360,7 +359,7 @@ class Scanner:
             rest = fr.feed(data, frame, ts, gap)
             if fr.upgraded:
                 # this side switched protocols (client: Upgrade request; server: 101 response)
-                ws = WebSocketFramer(lambda b, f, t, s=side: self._json(flow, s, b, f, t),
+                ws = WebSocketFramer(functools.partial(self._json, flow, side),
                                      lambda e, f, t: self._anomaly(e, f, t, "applayer",
                                                                    "websocket", flow=flow))
                 flow.framers[side] = ws
