@@ -140,8 +140,7 @@ def looks_like_http(data: bytes) -> bool:
 class HttpFramer:
     """Parses pipelined HTTP/1.x messages (Content-Length or chunked bodies)."""
 
-    __slots__ = ("buf", "on_message", "on_anomaly", "dead", "frame", "ts", "is_response",
-                 "upgraded")
+    __slots__ = ("buf", "on_message", "on_anomaly", "dead", "frame", "ts", "upgraded")
 
     def __init__(self, on_message: Callable[[HttpMessage], None], on_anomaly: OnAnomaly) -> None:
         self.buf = bytearray()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import io
 import json
 import socket
 from datetime import datetime, timezone
@@ -211,9 +210,3 @@ def render(res: ScanResult, fmt: str, fh: TextIO, color: bool = False) -> None:
         write_csv(res, fh)
     else:
         write_table(res, fh, color)
-
-
-def render_to_string(res: ScanResult, fmt: str) -> str:
-    buf = io.StringIO()
-    render(res, fmt, buf)
-    return buf.getvalue()

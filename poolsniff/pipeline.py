@@ -53,6 +53,8 @@ class Stats:
     flows_inspected: int = 0
     flows_mining: int = 0
     flows_evicted: int = 0
+    stream_gaps: int = 0            # TCP bytes that never arrived and were skipped
+    retransmitted_bytes: int = 0
     dns_messages: int = 0
     tls_client_hellos: int = 0
     lines: int = 0
@@ -70,7 +72,8 @@ class Stats:
         return {
             "packets": self.packets, "bytes": self.bytes, "flows": self.flows,
             "flows_inspected": self.flows_inspected, "flows_mining": self.flows_mining,
-            "flows_evicted": self.flows_evicted, "dns_messages": self.dns_messages,
+            "flows_evicted": self.flows_evicted, "stream_gaps": self.stream_gaps,
+            "retransmitted_bytes": self.retransmitted_bytes, "dns_messages": self.dns_messages,
             "tls_client_hellos": self.tls_client_hellos, "lines": self.lines,
             "json_messages": self.json_messages,
             "decoded": self.decode.decoded, "skipped": dict(sorted(self.decode.skipped.items())),
@@ -300,6 +303,8 @@ class Scanner:
     def _release(self, flow: Flow) -> None:
         if flow.streams is not None:
             for s in flow.streams:
+                self.stats.stream_gaps += s.gaps
+                self.stats.retransmitted_bytes += s.retrans_bytes
                 s.release()
         flow.streams = None
         flow.framers = None
@@ -363,7 +368,6 @@ class Scanner:
                                      lambda e, f, t: self._anomaly(e, f, t, "applayer",
                                                                    "websocket", flow=flow))
                 flow.framers[side] = ws
-                self._session(flow).ws = True
                 if rest:
                     ws.feed(rest, frame, ts)
         else:

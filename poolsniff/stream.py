@@ -30,7 +30,7 @@ class HalfStream:
     """Reassembles one direction; calls ``deliver`` with contiguous bytes."""
 
     __slots__ = ("next_seq", "ooo", "ooo_bytes", "deliver", "gaps", "retrans_bytes",
-                 "midstream", "fin")
+                 "midstream")
 
     def __init__(self, deliver: Deliver) -> None:
         self.next_seq: int | None = None
@@ -40,7 +40,6 @@ class HalfStream:
         self.gaps = 0
         self.retrans_bytes = 0
         self.midstream = False
-        self.fin = False
 
     def syn(self, seq: int) -> None:
         if self.next_seq is None:

@@ -138,3 +138,11 @@ def test_stratum_v2_shape_needs_the_exact_reply(catalogue, reply_len, expect_sig
     sc.finish_all()
     got = {h.ip: h.to_dict() for h in sc.results()}
     assert ("10.0.0.1" in got and "Stratum V2 handshake shape" in got["10.0.0.1"]["reasons"]) == expect_sign
+
+
+def test_stream_counters_report_what_reassembly_skipped(catalogue):
+    """The mid-stream capture holds one retransmitted 37-byte segment and no hole."""
+    _, stats = scan_json([PCAPS / "xmrig_midstream_reordered.pcap"], catalogue)
+    assert stats["retransmitted_bytes"] == 37 and stats["stream_gaps"] == 0
+    _, cut = scan_json([PCAPS / "stratum_btc_snaplen256.pcap"], catalogue)
+    assert cut["stream_gaps"] >= 1

@@ -31,7 +31,7 @@ class Session:
 
     __slots__ = ("dialect", "variant", "pending", "jobs", "next_diff", "out",
                  "client_is_a", "direction_proven", "algo", "unit", "work",
-                 "mining_frames", "extranonce_subscribed", "ws", "pending_target")
+                 "mining_frames", "pending_target")
 
     def __init__(self) -> None:
         self.dialect: str | None = None
@@ -46,8 +46,6 @@ class Session:
         self.unit: str | None = None             # "diff" (difficulty) or "target" (hashes)
         self.work: float | None = None           # raw work of the job in force
         self.mining_frames = 0
-        self.extranonce_subscribed = False
-        self.ws = False
         self.pending_target: float | None = None   # ZIP 301 / KawPow set_target, next job
 
     # -- helpers for handlers -----------------------------------------------------

@@ -111,8 +111,6 @@ def submit(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
 def plain_client(name: str):  # noqa: ANN201 - small factory
     def h(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
         _method(s, name, d, f, t)
-        if name == "mining.extranonce.subscribe":
-            s.extranonce_subscribed = True
         s.remember(m.get("id"), name)
     return h
 
