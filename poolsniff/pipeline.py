@@ -560,8 +560,8 @@ class Scanner:
         self._release(flow)        # break flow <-> callback cycles: refcounting frees them
         rec = flow.record
         if flow.endpoint is None and self.endpoints:
-            # a pool endpoint learned from DNS (at any time before the flow is finished, so the
-            # answer does not depend on the order packets are processed in)
+            # a pool endpoint learned from DNS before the flow's last packet (looked up here,
+            # not at flow creation, so the answer does not depend on processing order)
             for side in (0, 1):
                 hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
                 if hit is not None and hit[1] <= flow.last_ts and flow.ports[1 - side] != 53:
@@ -570,25 +570,23 @@ class Scanner:
                         flow.client = side
                     break
         endpoint = flow.endpoint
-        c0 = flow.client if flow.client is not None else self._guess_client(flow)
+        c = flow.client if flow.client is not None else self._guess_client(flow)
         if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports \
-                and flow.ports[1 - c0] not in endpoint.host.ports and flow.ports[1 - c0] in (80, 443):
+                and flow.ports[1 - c] not in endpoint.host.ports and flow.ports[1 - c] in (80, 443):
             # a host that serves both the pool and its web site: HTTP(S) to it is the web site
             endpoint = Match(endpoint.pool, dataclasses.replace(endpoint.host, role="web"),
                              endpoint.name)
         mining = flow.state == "mining" or (rec is not None and rec.proof)
         if not mining and endpoint is None:
             if flow.sign is not None:
-                c = flow.client if flow.client is not None else self._guess_client(flow)
                 host = self._host(ip_str(flow.ips[c]))
                 host.raise_verdict("suspect", "Stratum V2 handshake shape")
                 host.seen(flow.first_ts)
                 host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": flow.sign_frame,
                                     "ts": flow.first_ts, "reason": flow.sign, **self._tuple(flow)}])
             return
-        if endpoint is not None and not mining and flow.pkts[flow.client or 0] == 0:
+        if endpoint is not None and not mining and flow.pkts[c] == 0:
             return
-        c = flow.client if flow.client is not None else self._guess_client(flow)
         client_ip = ip_str(flow.ips[c])
         server_ip = ip_str(flow.ips[1 - c])
         port = flow.ports[1 - c]
