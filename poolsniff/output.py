@@ -168,6 +168,13 @@ def write_csv(res: ScanResult, fh: TextIO) -> None:
         w.writerow([csv_safe(x) if isinstance(x, str) else x for x in row])
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -178,14 +185,14 @@ def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
     table = Table(title=f"poolsniff: {res.stats['hosts_mining']} mining, "
                         f"{res.stats['hosts_suspect']} suspect host(s)")
     for col in ("host", "verdict", "coin", "pool", "workers", "shares acc/sub", "hashrate (95% CI)",
-                "bytes up/down", "first evidence"):
+                "to pool / from pool", "first evidence"):
         table.add_column(col, overflow="fold")
     for h in res.hosts:
         hd = h.to_dict()
         pools = ", ".join(f"{p['domain'] or p['ip']}:{p['port']}" for p in hd["pools"][:3])
         if len(hd["pools"]) > 3:
             pools += f" (+{len(hd['pools']) - 3})"
-        workers = ", ".join(w[:40] for w in hd["workers"][:2])
+        workers = ", ".join(w[:64] for w in hd["workers"][:2])
         if len(hd["workers"]) > 2:
             workers += f" (+{len(hd['workers']) - 2})"
         ev = hd["evidence"][0] if hd["evidence"] else {}
@@ -193,7 +200,7 @@ def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
                       escape(pools), escape(workers),
                       f"{hd['shares']['accepted']}/{hd['shares']['submitted']}",
                       escape(_rates(hd) or "-"),
-                      f"{hd['bytes_toserver']}/{hd['bytes_toclient']}",
+                      f"{_size(hd['bytes_toserver'])} / {_size(hd['bytes_toclient'])}",
                       escape(f"#{ev.get('pcap_cnt', '')} {ev.get('reason', '')}"[:60]))
     console.print(table)
     s = res.stats
