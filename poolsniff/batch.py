@@ -1,11 +1,11 @@
 """The batch fast path: headers of a whole block of records decoded with numpy.
 
-For the common case (Ethernet with up to two VLAN tags, or raw IP; IPv4; TCP or
-UDP; not a fragment) every header field of a block is read with vectorised
+For the common case (Ethernet with up to two VLAN tags, or raw IP; IPv4, or IPv6
+without extension headers; TCP or UDP; not a fragment) every header field of a block is read with vectorised
 gathers, packets are grouped by 5-tuple, flows are created once per group and
 packet/byte counters are added in bulk. Python touches a packet only when it
 matters: a SYN, a DNS message, or payload of a flow that is still undecided or
-is mining. Everything else (IPv6, other link types, odd headers) takes the
+is mining. Everything else (IPv6 extension headers, other link types, odd headers) takes the
 per-packet decoder, in order. Both paths share the per-packet handlers of
 :class:`~poolsniff.pipeline.Scanner`, so they give the same answer; a test
 checks it on every capture of the suite.
@@ -28,10 +28,34 @@ if TYPE_CHECKING:
 _VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_K3 = np.uint64(0x165667B19E3779F9)
+_M64 = (1 << 64) - 1
+
+
+def endpoint_hash(ip: bytes, port: int) -> int:
+    """The 64-bit (address, port) hash the batch path groups by, computed in Python."""
+    x = int.from_bytes(ip, "big")
+    fold = x if len(ip) == 4 else (x >> 64) ^ (x & _M64)
+    return ((fold * int(_K3)) & _M64) ^ port
+
+
+def _fold(a: np.ndarray, at: np.ndarray, v6: np.ndarray) -> np.ndarray:
+    """Addresses folded to 64 bits: IPv4 as is, IPv6 as its high half XOR its low half."""
+    w0 = _be32(a, at).astype(np.uint64)
+    hi = (w0 << np.uint64(32)) | _be32(a, at + 4).astype(np.uint64)
+    lo = (_be32(a, at + 8).astype(np.uint64) << np.uint64(32)) | _be32(a, at + 12).astype(np.uint64)
+    return np.where(v6, hi ^ lo, w0)
+
+
+def _u8(a: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Bytes at i; an index past the buffer reads its last byte. Only packets that the
+    length masks reject ever read there, so clamping each index (never a header's base)
+    keeps every accepted field exact."""
+    return a[np.minimum(i, len(a) - 1)]
 
 
 def _be16(a: np.ndarray, i: np.ndarray) -> np.ndarray:
-    return (a[i].astype(np.int64) << 8) | a[i + 1]
+    return (_u8(a, i).astype(np.int64) << 8) | _u8(a, i + 1)
 
 
 def _be32(a: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -46,37 +70,39 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     st.packets += n
     st.bytes += int(blk.incl.sum())
     a = np.frombuffer(blk.buf, np.uint8)
-    last = len(a) - 1
     base = blk.offs
     incl = blk.incl
     lt = blk.linktype
     cap_end = base + incl
     # -- link layer -------------------------------------------------------------------------
     eth = lt == 1
-    raw = (lt == 101) | (lt == 12) | (lt == 14) | (lt == 228)
+    raw = (lt == 101) | (lt == 12) | (lt == 14) | (lt == 228) | (lt == 229)
     ip = np.where(eth, base + 14, base)
-    et = np.where(eth & (incl >= 14), _be16(a, np.minimum(base + 12, last - 1)), 0)
+    et = np.where(eth & (incl >= 14), _be16(a, base + 12), 0)
     for _ in range(2):                                   # up to two VLAN tags (QinQ)
         tagged = eth & np.isin(et, _VLAN) & (ip + 4 <= cap_end)
-        et = np.where(tagged, _be16(a, np.minimum(ip + 2, last - 1)), et)
+        et = np.where(tagged, _be16(a, ip + 2), et)
         ip = np.where(tagged, ip + 4, ip)
-    ipc = np.minimum(ip, last - 20)
-    ok = ((eth & (et == 0x0800)) | raw) & (ip + 20 <= cap_end)
+    ipc = ip
+    vb = _u8(a, ipc)
+    ver = vb >> 4
+    v4 = ((eth & (et == 0x0800)) | (raw & (ver == 4))) & (ver == 4) & (ip + 20 <= cap_end)
+    v6 = ((eth & (et == 0x86DD)) | (raw & (ver == 6))) & (ver == 6) & (ip + 40 <= cap_end)
     # -- IPv4 -------------------------------------------------------------------------------
-    vb = a[ipc]
-    ok &= (vb >> 4) == 4
     ihl = (vb & 15).astype(np.int64) * 4
     tot = _be16(a, ipc + 2)
-    ok &= (ihl >= 20) & (ip + ihl <= cap_end)
-    ok &= (_be16(a, ipc + 6) & 0x3FFF) == 0
-    proto = a[ipc + 9]
-    ok &= (proto == 6) | (proto == 17)
-    declared = np.where(tot >= ihl, ip + tot, cap_end)
+    v4 &= (ihl >= 20) & (ip + ihl <= cap_end) & ((_be16(a, ipc + 6) & 0x3FFF) == 0)
+    # -- IPv6 (no extension headers; those take the per-packet decoder) ---------------------
+    plen6 = _be16(a, ipc + 4)
+    proto = np.where(v6, _u8(a, ipc + 6), _u8(a, ipc + 9))
+    ok = (v4 | v6) & ((proto == 6) | (proto == 17))
+    declared = np.where(v6, np.where(plen6 > 0, ip + 40 + plen6, cap_end),
+                        np.where(tot >= ihl, ip + tot, cap_end))
     end = np.minimum(declared, cap_end)
-    l4 = ip + ihl
-    l4c = np.minimum(l4, last - 20)
+    l4 = ip + np.where(v6, 40, ihl)
+    l4c = l4
     is_tcp = proto == 6
-    doff = (a[l4c + 12] >> 4).astype(np.int64) * 4
+    doff = (_u8(a, l4c + 12) >> 4).astype(np.int64) * 4
     ok &= np.where(is_tcp, (l4 + 20 <= end) & (doff >= 20) & (l4 + doff <= end), l4 + 8 <= end)
     common = np.flatnonzero(ok)
     fallback = np.flatnonzero(~ok)
@@ -87,15 +113,19 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         lo_ts, hi_ts = float(tsc.min()), float(tsc.max())
         st.first_ts = lo_ts if st.first_ts is None else min(st.first_ts, lo_ts)
         st.last_ts = hi_ts if st.last_ts is None else max(st.last_ts, hi_ts)
-    src = _be32(a, ipc + 12)
-    dst = _be32(a, ipc + 16)
+    # addresses: where they start, how long they are, and a 64-bit fold for hashing
+    src_at = np.where(v6, ip + 8, ip + 12)
+    dst_at = np.where(v6, ip + 24, ip + 16)
+    alen = np.where(v6, 16, 4)
+    src = _fold(a, src_at, v6)
+    dst = _fold(a, dst_at, v6)
     sport = _be16(a, l4c)
     dport = _be16(a, l4c + 2)
     pstart = l4 + np.where(is_tcp, doff, 8)
     plen = np.maximum(end - pstart, 0)
     missing = np.where(is_tcp, declared - end, 0)
     wirelen = declared - ip
-    flags = np.where(is_tcp, a[l4c + 13], 0).astype(np.int64)
+    flags = np.where(is_tcp, _u8(a, l4c + 13), 0).astype(np.int64)
 
     # -- UDP: only DNS matters -----------------------------------------------------------------
     udp = common[~is_tcp[common]]
@@ -110,8 +140,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     side = np.empty(0, np.int64)
     lastpos = np.empty(0, np.int64)
     if len(tcp):
-        ea = (src[tcp].astype(np.uint64) << np.uint64(16)) | sport[tcp].astype(np.uint64)
-        eb = (dst[tcp].astype(np.uint64) << np.uint64(16)) | dport[tcp].astype(np.uint64)
+        ea = (src[tcp] * _K3) ^ sport[tcp].astype(np.uint64)
+        eb = (dst[tcp] * _K3) ^ dport[tcp].astype(np.uint64)
         lo = np.minimum(ea, eb)
         hi = np.maximum(ea, eb)
         h = (lo * _K1) ^ (hi * _K2)
@@ -125,8 +155,9 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         buf = blk.buf
         for g in order.tolist():
             i = int(tcp[first[g]])
-            s_ip = buf[int(ip[i]) + 12:int(ip[i]) + 16]
-            d_ip = buf[int(ip[i]) + 16:int(ip[i]) + 20]
+            ln = int(alen[i])
+            s_ip = buf[int(src_at[i]):int(src_at[i]) + ln]
+            d_ip = buf[int(dst_at[i]):int(dst_at[i]) + ln]
             ka = (s_ip, int(sport[i]))
             kb = (d_ip, int(dport[i]))
             key = (ka, kb) if ka < kb else (kb, ka)
@@ -135,7 +166,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                 if flags[i] & TH_RST:
                     slow_groups.append(g)          # the per-packet path decides (rare)
                     continue
-                seg = Segment(int(blk.frame[i]), float(blk.ts[i]), 4, s_ip, d_ip, 6,
+                seg = Segment(int(blk.frame[i]), float(blk.ts[i]), 6 if ln == 16 else 4, s_ip, d_ip, 6,
                               int(sport[i]), int(dport[i]), int(flags[i]), 0, b"", 0)
                 flow = Flow(key, seg, sc.file)
                 flows[key] = flow
@@ -144,7 +175,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                     sc._evict()
                 sc._new_flow(flow, seg)
             group_flow[g] = flow
-            side0[g] = (int.from_bytes(flow.ips[0], "big") << 16) | flow.ports[0]
+            side0[g] = endpoint_hash(flow.ips[0], flow.ports[0])
             active[g] = flow.state != "other"
         slow = np.zeros(ng, bool)
         if slow_groups:
@@ -186,7 +217,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     slow_set = set(slow_groups)
     buf = blk.buf
     # one conversion per column for the selected packets (numpy scalars are slow in a loop)
-    seq = _be32(a, np.minimum(l4[todo] + 4, last - 3))
+    seq = _be32(a, l4[todo] + 4)
     tp = pos_in_tcp[todo]
     g_of = np.where(tp >= 0, gid[np.maximum(tp, 0)] if len(gid) else 0, -1)
     s_of = np.where(tp >= 0, side[np.maximum(tp, 0)] if len(side) else 0, 0)
@@ -211,8 +242,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             sc._tcp(seg)
             continue
         if k == 2:
-            ipi = int(ip[i])
-            sc._dns(Segment(frame, ts, 4, buf[ipi + 12:ipi + 16], buf[ipi + 16:ipi + 20], 17,
+            sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
+            sc._dns(Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 17,
                             int(sport[i]), int(dport[i]), 0, 0, buf[ps:pe], int(wirelen[i])))
             continue
         if g in slow_set:

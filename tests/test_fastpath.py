@@ -29,3 +29,21 @@ def test_fast_equals_plain(path, catalogue):
 
 def test_suite_covers_both_paths():
     assert len(CAPTURES) > 100
+
+
+def test_minimal_packet_at_the_end_of_a_block(tmp_path, catalogue):
+    """A bare 40-byte TCP packet ending the buffer: its header must be read exactly."""
+    import socket
+    import struct
+    data = (PCAPS / "xmrig_raw_ip.pcap").read_bytes()
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0,
+                     socket.inet_aton("203.0.113.42"), socket.inet_aton("10.2.0.12"))
+    # FIN+ACK; the ACK number ends in 0x50 so a header read one byte early still looks valid
+    tcp = struct.pack("!HHIIBBHHH", 3333, 51004, 99999, 0x50, 0x50, 0x11, 512, 0, 0)
+    rec = struct.pack("<IIII", 1_700_000_100, 0, 40, 40) + ip + tcp
+    path = tmp_path / "tail.pcap"
+    path.write_bytes(data + rec)
+    fast, _, _ = _doc(path, catalogue, True)
+    plain, _, _ = _doc(path, catalogue, False)
+    assert fast == plain
+    assert fast["stats"]["flows"] == 1           # the FIN belongs to the miner's flow
