@@ -19,7 +19,7 @@ import numpy as np
 
 from poolsniff.decode import decode
 from poolsniff.model import Segment
-from poolsniff.pipeline import SWEEP_EVERY, TH_RST, TH_SYN, Flow
+from poolsniff.pipeline import SWEEP_EVERY, TH_RST, TH_SYN, Flow, Stats
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -47,6 +47,26 @@ def _fold(a: np.ndarray, at: np.ndarray, v6: np.ndarray) -> np.ndarray:
     return np.where(v6, hi ^ lo, w0)
 
 
+def _count(st: Stats, blk: RecordBlock, common: np.ndarray) -> None:
+    """The block's packet counters (the per-packet path counts its own)."""
+    st.packets += len(blk)
+    st.bytes += int(blk.incl.sum())
+    if len(common):
+        st.decode.packets += len(common)
+        st.decode.decoded += len(common)
+        tsc = blk.ts[common]
+        lo_ts, hi_ts = float(tsc.min()), float(tsc.max())
+        st.first_ts = lo_ts if st.first_ts is None else min(st.first_ts, lo_ts)
+        st.last_ts = hi_ts if st.last_ts is None else max(st.last_ts, hi_ts)
+
+
+def _feed_plain(sc: Scanner, blk: RecordBlock) -> None:
+    buf = blk.buf
+    ends = (blk.offs + blk.incl).tolist()
+    sc.feed([(f, t, lt, buf[o:e]) for f, t, lt, o, e in
+             zip(blk.frame.tolist(), blk.ts.tolist(), blk.linktype.tolist(), blk.offs.tolist(), ends)])
+
+
 def _u8(a: np.ndarray, i: np.ndarray) -> np.ndarray:
     """Bytes at i; an index past the buffer reads its last byte. Only packets that the
     length masks reject ever read there, so clamping each index (never a header's base)
@@ -67,8 +87,6 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     if n == 0:
         return
     st = sc.stats
-    st.packets += n
-    st.bytes += int(blk.incl.sum())
     a = np.frombuffer(blk.buf, np.uint8)
     base = blk.offs
     incl = blk.incl
@@ -106,13 +124,6 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     ok &= np.where(is_tcp, (l4 + 20 <= end) & (doff >= 20) & (l4 + doff <= end), l4 + 8 <= end)
     common = np.flatnonzero(ok)
     fallback = np.flatnonzero(~ok)
-    if len(common):
-        st.decode.packets += len(common)
-        st.decode.decoded += len(common)
-        tsc = blk.ts[common]
-        lo_ts, hi_ts = float(tsc.min()), float(tsc.max())
-        st.first_ts = lo_ts if st.first_ts is None else min(st.first_ts, lo_ts)
-        st.last_ts = hi_ts if st.last_ts is None else max(st.last_ts, hi_ts)
     # addresses: where they start, how long they are, and a 64-bit fold for hashing
     src_at = np.where(v6, ip + 8, ip + 12)
     dst_at = np.where(v6, ip + 24, ip + 16)
@@ -146,8 +157,15 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         hi = np.maximum(ea, eb)
         h = (lo * _K1) ^ (hi * _K2)
         uniq, first, gid = np.unique(h, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
         ng = len(uniq)
+        if len(sc.flows) + ng > sc.max_flows:
+            # the flow table may overflow inside this block: which flows are evicted depends
+            # on the exact packet order, so this block takes the per-packet path
+            _feed_plain(sc, blk)
+            return
+    _count(st, blk, common)
+    if len(tcp):
+        order = np.argsort(first, kind="stable")
         flows = sc.flows
         group_flow = [None] * ng
         side0 = np.zeros(ng, np.uint64)

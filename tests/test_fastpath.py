@@ -47,3 +47,27 @@ def test_minimal_packet_at_the_end_of_a_block(tmp_path, catalogue):
     plain, _, _ = _doc(path, catalogue, False)
     assert fast == plain
     assert fast["stats"]["flows"] == 1           # the FIN belongs to the miner's flow
+
+
+def test_flow_cap_overflow_inside_a_block(tmp_path, catalogue):
+    """A miner's session followed, in the same block, by more new flows than --max-flows allows:
+    the batch path must not evict the miner's flow before its login is read."""
+    import struct
+    miner = (PCAPS / "xmrig_compact.pcap").read_bytes()      # header + 47 records
+    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    recs = [miner]
+    for i in range(5000):
+        ip = struct.pack("!BBHHHBBHII", 0x45, 0, 40, 0, 0, 64, 6, 0, 0x0A100000 + i, 0xCB007101)
+        tcp = struct.pack("!HHIIBBHHH", 1024 + i, 443, i, 0, 0x50, 0x02, 1024, 0, 0)
+        pkt = eth + ip + tcp
+        recs.append(struct.pack("<IIII", 1_700_000_500, i, len(pkt), len(pkt)) + pkt)
+    path = tmp_path / "miner_then_flood.pcap"
+    path.write_bytes(b"".join(recs))
+    docs = []
+    for fast in (True, False):
+        res = scan_files([str(path)], catalogue, fast=fast, max_flows=1000)
+        docs.append(json.loads(json.dumps(res.to_dict(), default=str)))
+    assert docs[0] == docs[1]
+    assert docs[0]["stats"]["flows_evicted"] >= 4000
+    assert [h["ip"] for h in docs[0]["hosts"]] == ["10.1.0.15"]
+    assert docs[0]["hosts"][0]["shares"]["accepted"] == 20
