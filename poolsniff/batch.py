@@ -19,7 +19,7 @@ import numpy as np
 
 from poolsniff.decode import decode
 from poolsniff.model import Segment
-from poolsniff.pipeline import SWEEP_EVERY, TH_RST, TH_SYN, Flow, Stats
+from poolsniff.pipeline import TH_RST, TH_SYN, Flow, Stats
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -55,9 +55,7 @@ def _count(st: Stats, blk: RecordBlock, common: np.ndarray) -> None:
         st.decode.packets += len(common)
         st.decode.decoded += len(common)
         tsc = blk.ts[common]
-        lo_ts, hi_ts = float(tsc.min()), float(tsc.max())
-        st.first_ts = lo_ts if st.first_ts is None else min(st.first_ts, lo_ts)
-        st.last_ts = hi_ts if st.last_ts is None else max(st.last_ts, hi_ts)
+        st.saw(float(tsc.min()), float(tsc.max()))
 
 
 def _feed_plain(sc: Scanner, blk: RecordBlock) -> None:
@@ -101,26 +99,24 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         tagged = eth & np.isin(et, _VLAN) & (ip + 4 <= cap_end)
         et = np.where(tagged, _be16(a, ip + 2), et)
         ip = np.where(tagged, ip + 4, ip)
-    ipc = ip
-    vb = _u8(a, ipc)
+    vb = _u8(a, ip)
     ver = vb >> 4
     v4 = ((eth & (et == 0x0800)) | (raw & (ver == 4))) & (ver == 4) & (ip + 20 <= cap_end)
     v6 = ((eth & (et == 0x86DD)) | (raw & (ver == 6))) & (ver == 6) & (ip + 40 <= cap_end)
     # -- IPv4 -------------------------------------------------------------------------------
     ihl = (vb & 15).astype(np.int64) * 4
-    tot = _be16(a, ipc + 2)
-    v4 &= (ihl >= 20) & (ip + ihl <= cap_end) & ((_be16(a, ipc + 6) & 0x3FFF) == 0)
+    tot = _be16(a, ip + 2)
+    v4 &= (ihl >= 20) & (ip + ihl <= cap_end) & ((_be16(a, ip + 6) & 0x3FFF) == 0)
     # -- IPv6 (no extension headers; those take the per-packet decoder) ---------------------
-    plen6 = _be16(a, ipc + 4)
-    proto = np.where(v6, _u8(a, ipc + 6), _u8(a, ipc + 9))
+    plen6 = _be16(a, ip + 4)
+    proto = np.where(v6, _u8(a, ip + 6), _u8(a, ip + 9))
     ok = (v4 | v6) & ((proto == 6) | (proto == 17))
     declared = np.where(v6, np.where(plen6 > 0, ip + 40 + plen6, cap_end),
                         np.where(tot >= ihl, ip + tot, cap_end))
     end = np.minimum(declared, cap_end)
     l4 = ip + np.where(v6, 40, ihl)
-    l4c = l4
     is_tcp = proto == 6
-    doff = (_u8(a, l4c + 12) >> 4).astype(np.int64) * 4
+    doff = (_u8(a, l4 + 12) >> 4).astype(np.int64) * 4
     ok &= np.where(is_tcp, (l4 + 20 <= end) & (doff >= 20) & (l4 + doff <= end), l4 + 8 <= end)
     common = np.flatnonzero(ok)
     fallback = np.flatnonzero(~ok)
@@ -130,13 +126,13 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     alen = np.where(v6, 16, 4)
     src = _fold(a, src_at, v6)
     dst = _fold(a, dst_at, v6)
-    sport = _be16(a, l4c)
-    dport = _be16(a, l4c + 2)
+    sport = _be16(a, l4)
+    dport = _be16(a, l4 + 2)
     pstart = l4 + np.where(is_tcp, doff, 8)
     plen = np.maximum(end - pstart, 0)
     missing = np.where(is_tcp, declared - end, 0)
     wirelen = declared - ip
-    flags = np.where(is_tcp, _u8(a, l4c + 13), 0).astype(np.int64)
+    flags = np.where(is_tcp, _u8(a, l4 + 13), 0).astype(np.int64)
 
     # -- UDP: only DNS matters -----------------------------------------------------------------
     udp = common[~is_tcp[common]]
@@ -218,10 +214,9 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         # what Python must see: SYNs, and payload of flows not yet decided as 'other'
         want = ((flags[tcp] & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
         want |= slow[gid]
-        quiet = tcp[fast & ~want & (missing[tcp] > 0)]
-        if len(quiet):
-            st.anomalies["capture.snaplen_truncated"] = \
-                st.anomalies.get("capture.snaplen_truncated", 0) + len(quiet)
+        quiet = int(np.count_nonzero(fast & ~want & (missing[tcp] > 0)))
+        if quiet:
+            st.anomaly("capture.snaplen_truncated", quiet)
         interesting.append(tcp[want])
         pos_in_tcp = np.full(n, -1, np.int64)
         pos_in_tcp[tcp] = np.arange(len(tcp))
@@ -247,17 +242,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     tcp_packet = sc._tcp_packet
     syn = sc._syn
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
-        if k == 1:
-            seg = decode(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])], st.decode)
-            if seg is None:
-                continue
-            st.first_ts = seg.ts if st.first_ts is None else min(st.first_ts, seg.ts)
-            st.last_ts = seg.ts if st.last_ts is None else max(st.last_ts, seg.ts)
-            if seg.proto == 17:
-                if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:
-                    sc._dns(seg)
-                continue
-            sc._tcp(seg)
+        if k == 1:                          # not the common case: the per-packet decoder
+            sc.packet(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])])
             continue
         if k == 2:
             sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
@@ -285,10 +271,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             f = group_flow[g]
             if lastpos[g] >= 0 and f is not None and sc.flows.get(f.key) is f:
                 sc.flows.move_to_end(f.key)
-    sc._since_sweep += n
-    if sc._since_sweep >= SWEEP_EVERY:
-        sc._since_sweep = 0
-        sc._sweep(st.last_ts or 0.0)
+    sc.end_batch(n)
 
 
 class _NullStats:

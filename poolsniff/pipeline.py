@@ -65,8 +65,13 @@ class Stats:
     first_ts: float | None = None
     last_ts: float | None = None
 
-    def anomaly(self, event: str) -> None:
-        self.anomalies[event] = self.anomalies.get(event, 0) + 1
+    def anomaly(self, event: str, n: int = 1) -> None:
+        self.anomalies[event] = self.anomalies.get(event, 0) + n
+
+    def saw(self, lo: float, hi: float) -> None:
+        """Widen the capture's time span to [lo, hi]."""
+        self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
+        self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,7 +110,7 @@ class Flow:
         self.client: int | None = None       # 0 or 1 once known
         self.syn_seen = False
         self.state = "undecided"              # undecided | mining | other
-        self.app: str | None = None          # json | http | tls | ws
+        self.app: str | None = None          # json | http | tls | sv2? (WebSocket: per side)
         self.streams: list[HalfStream] | None = None
         self.framers: list[Any] | None = None        # per-side framers, once payload is inspected
         self.session: dialects.Session | None = None
@@ -143,27 +148,32 @@ class Scanner:
         self.file = name
 
     def feed(self, batch: list[Packet]) -> None:
+        """The per-packet path: every packet decoded and dispatched on its own."""
         st = self.stats
-        dstats = st.decode
         for frame, ts, linktype, buf in batch:
             st.packets += 1
             st.bytes += len(buf)
-            seg = decode(frame, ts, linktype, buf, dstats)
-            if seg is None:
-                continue
-            if st.first_ts is None or ts < st.first_ts:
-                st.first_ts = ts
-            if st.last_ts is None or ts > st.last_ts:
-                st.last_ts = ts
-            if seg.proto == 17:
-                if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:
-                    self._dns(seg)
-                continue
-            self._tcp(seg)
-        self._since_sweep += len(batch)
+            self.packet(frame, ts, linktype, buf)
+        self.end_batch(len(batch))
+
+    def packet(self, frame: int, ts: float, linktype: int, buf: bytes) -> None:
+        """Decode one frame and hand it on (packet and byte counters are the caller's)."""
+        seg = decode(frame, ts, linktype, buf, self.stats.decode)
+        if seg is None:
+            return
+        self.stats.saw(ts, ts)
+        if seg.proto == 17:
+            if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:
+                self._dns(seg)
+            return
+        self._tcp(seg)
+
+    def end_batch(self, n: int) -> None:
+        """After n packets: finish idle flows every SWEEP_EVERY packets."""
+        self._since_sweep += n
         if self._since_sweep >= SWEEP_EVERY:
             self._since_sweep = 0
-            self._sweep(st.last_ts or 0.0)
+            self._sweep(self.stats.last_ts or 0.0)
 
     def add_anomalies(self, items: list[Anomaly], file: str) -> None:
         for a in items:
@@ -351,9 +361,6 @@ class Scanner:
             if flow.app == "http":
                 fr = HttpFramer(lambda m, s=side: self._http(flow, s, m),
                                 lambda e, f, t: self._anomaly(e, f, t, "applayer", "http", flow=flow))
-            elif flow.app == "ws":
-                fr = WebSocketFramer(functools.partial(self._json, flow, side),
-                                     lambda e, f, t: self._anomaly(e, f, t, "applayer", "websocket", flow=flow))
             else:
                 fr = LineFramer(functools.partial(self._json, flow, side),
                                 lambda e, f, t: self._anomaly(e, f, t, "stream", "framing", flow=flow),
