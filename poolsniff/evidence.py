@@ -414,6 +414,11 @@ class HostEvidence:
         }
 
 
+def host_order(h: HostEvidence) -> tuple[int, str]:
+    """Report order: mining hosts first, then suspects; by address within each."""
+    return -VERDICTS[h.verdict], h.ip
+
+
 def _ev_key(e: dict[str, Any]) -> tuple[Any, ...]:
     return (e.get("ts", 0.0), str(e.get("pcap_filename", "")), e.get("pcap_cnt", 0),
             e.get("reason", ""))

@@ -24,6 +24,11 @@ OnMessage = Callable[[bytes, int, float], None]
 OnAnomaly = Callable[[str, int, float], None]
 
 
+def opens_json(data: bytes) -> bool:
+    """Does ``data`` begin (after whitespace) with a JSON object? Every JSON dialect does."""
+    return data.lstrip()[:1] == b"{"
+
+
 def parse_json(line: bytes) -> Any:
     """Parse one JSON message; ``None`` when it is not a JSON object.
 
@@ -66,7 +71,7 @@ class LineFramer:
             self.resync = False
             # a stream picked up mid-stream may start on a line boundary: keep a leading '{'
             # (an unparseable line costs nothing); otherwise drop up to the next LF
-            if not data.lstrip()[:1] == b"{":
+            if not opens_json(data):
                 nl = data.find(b"\n")
                 if nl < 0:
                     self.resync = True
@@ -91,7 +96,7 @@ class LineFramer:
                 line = line[:-1]
             if line.strip():
                 self.lines += 1
-                if line.lstrip()[:1] == b"{":     # only JSON objects go on
+                if opens_json(line):               # only JSON objects go on
                     self.on_line(line, frame, ts)
         rest = len(data) - start
         if rest:
@@ -108,7 +113,7 @@ class LineFramer:
         if self.buf and not self.resync:
             line = bytes(self.buf).rstrip(b"\r")
             self.buf.clear()
-            if line.lstrip()[:1] == b"{":
+            if opens_json(line):
                 self.lines += 1
                 self.on_line(line, frame, ts)
 

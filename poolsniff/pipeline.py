@@ -20,9 +20,9 @@ from typing import Any
 
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
-from poolsniff.evidence import FlowRecord, HostEvidence
+from poolsniff.evidence import FlowRecord, HostEvidence, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
-                               looks_like_http, parse_json)
+                               looks_like_http, opens_json, parse_json)
 from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
 from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
 from poolsniff.signatures import Catalogue, Match
@@ -338,7 +338,7 @@ class Scanner:
                 flow.app = "sv2?"           # wait for the pool's answer to the handshake
                 flow.sign_frame = frame
                 return
-            elif flow.syn_seen and not gap and not data.lstrip()[:1] == b"{":
+            elif flow.syn_seen and not gap and not opens_json(data):
                 # the stream's first bytes are known: every JSON mining dialect opens with a
                 # JSON object (or TLS, or HTTP); anything else is another protocol
                 self._give_up(flow)
@@ -448,7 +448,7 @@ class Scanner:
                     s.emit("agent", msg.frame, msg.ts, TOSERVER, s.dialect, agent=ua[:200])
                     self._drain(flow)
         if msg.is_request and flow.state == "undecided" and flow.endpoint is None \
-                and not msg.body.lstrip()[:1] == b"{" \
+                and not opens_json(msg.body) \
                 and "websocket" not in msg.headers.get("upgrade", "").lower():
             # HTTP mining is JSON-RPC in a request body (getwork, getblocktemplate,
             # eth_getWork) or a WebSocket: an ordinary request decides the flow
@@ -666,9 +666,7 @@ class Scanner:
 
     # -- results -------------------------------------------------------------------------
     def results(self) -> list[HostEvidence]:
-        order = {"mining": 0, "suspect": 1, "none": 2}
-        return sorted((h for h in self.hosts.values() if h.verdict != "none"),
-                      key=lambda h: (order[h.verdict], h.ip))
+        return sorted((h for h in self.hosts.values() if h.verdict != "none"), key=host_order)
 
 
 SV2_ACT1_BYTES = 64     # Noise NX act 1: the client's ElligatorSwift ephemeral key (§3.10)

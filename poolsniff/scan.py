@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from poolsniff import __version__
-from poolsniff.evidence import HostEvidence
+from poolsniff.batch import feed_block
+from poolsniff.evidence import HostEvidence, host_order
 from poolsniff.pipeline import Scanner
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader
@@ -38,36 +40,30 @@ def scan_files(paths: Iterable[str], catalogue: Catalogue,
     ``fast`` selects the batch path (numpy header decode, payload only where it
     matters); ``fast=False`` is the plain per-packet path. Both give the same answer.
     """
-    from poolsniff.batch import feed_block
-
     # A scan allocates millions of short-lived objects and keeps a large flow table alive:
     # with the default gen-0 threshold (700) the cyclic collector re-walks that table
     # thousands of times. Finished flows break their own cycles, so a rarer gen-0 is safe.
     old_gc = gc.get_threshold()
     gc.set_threshold(100_000, 50, 100)
     try:
-        return _scan(paths, catalogue, progress, fast, feed_block, max_flows)
+        return _scan(paths, catalogue, progress, fast, max_flows)
     finally:
         gc.set_threshold(*old_gc)
 
 
 def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], None] | None,
-          fast: bool, feed_block: Callable[..., None], max_flows: int | None) -> ScanResult:
+          fast: bool, max_flows: int | None) -> ScanResult:
     scanner = Scanner(catalogue, max_flows)
     warnings: list[str] = []
     for path in paths:
         reader = CaptureReader(path, batch_size=BLOCK)
         scanner.begin_file(reader.name)
-        if fast:
-            for blk in reader.blocks(BLOCK):
-                feed_block(scanner, blk)
-                if progress is not None:
-                    progress(reader.bytes_read)
-        else:
-            for batch in reader:
-                scanner.feed(batch)
-                if progress is not None:
-                    progress(reader.bytes_read)
+        chunks: Iterable[Any] = reader.blocks(BLOCK) if fast else reader
+        step = functools.partial(feed_block, scanner) if fast else scanner.feed
+        for chunk in chunks:
+            step(chunk)
+            if progress is not None:
+                progress(reader.bytes_read)
         scanner.add_anomalies(reader.anomalies, reader.name)
         if reader.unknown_blocks:
             scanner.stats.anomaly("capture.unknown_block")
@@ -78,9 +74,13 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
     stats = scanner.stats.to_dict()
     stats["signatures"] = len(catalogue)
     hosts = scanner.results()
+    _count_verdicts(stats, hosts)
+    return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings)
+
+
+def _count_verdicts(stats: dict[str, Any], hosts: list[HostEvidence]) -> None:
     stats["hosts_mining"] = sum(1 for h in hosts if h.verdict == "mining")
     stats["hosts_suspect"] = sum(1 for h in hosts if h.verdict == "suspect")
-    return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings)
 
 
 def _merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -128,10 +128,8 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
         anomalies += r.anomalies
         domains += r.domains
         warnings += r.warnings
-    order = {"mining": 0, "suspect": 1, "none": 2}
-    merged = sorted(hosts.values(), key=lambda h: (order[h.verdict], h.ip))
-    stats["hosts_mining"] = sum(1 for h in merged if h.verdict == "mining")
-    stats["hosts_suspect"] = sum(1 for h in merged if h.verdict == "suspect")
+    merged = sorted(hosts.values(), key=host_order)
+    _count_verdicts(stats, merged)
     return ScanResult(merged, stats, anomalies, domains, warnings)
 
 

@@ -111,19 +111,19 @@ class Session:
     def share_result(self, extra: dict[str, Any], res: Any, err: Any, direction: str, frame: int,
                      ts: float) -> None:
         """The pool's answer to a share: accepted, or rejected with its code (stale noted)."""
-        work = extra.get("work")
+        w, unit = extra.get("work") or (None, None)
+        exposed = bool(extra.get("exposed"))
         ok = (res is True and err in (None, False)) \
             or (isinstance(res, dict) and str(res.get("status", "")).upper() == "OK") \
             or (isinstance(res, str) and err is None and (res == "ok" or res.startswith("blockfound")))
         if ok:
-            self.emit("accepted", frame, ts, direction, self.dialect, work=work[0] if work else None,
-                      unit=work[1] if work else None, exposed=bool(extra.get("exposed")))
+            self.emit("accepted", frame, ts, direction, self.dialect, work=w, unit=unit,
+                      exposed=exposed)
             return
         code, text = _error(err)
         self.emit("rejected", frame, ts, direction, self.dialect, code=code, error=text,
                   stale=code in (21, -32503) or "stale" in (text or "").lower(),
-                  work=work[0] if work else None, unit=work[1] if work else None,
-                  exposed=bool(extra.get("exposed")))
+                  work=w, unit=unit, exposed=exposed)
 
     def job_work(self, job_id: Any) -> tuple[float, str] | None:
         hit = self.jobs.get(str(job_id)[:128])
