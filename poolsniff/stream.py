@@ -91,6 +91,7 @@ class HalfStream:
 
     def truncated(self, seq: int, data: bytes, frame: int, ts: float, missing: int) -> None:
         """A snaplen-cut segment: deliver what was captured, then skip what was not."""
+        self.release_held()
         if self.next_seq is None:
             self.next_seq = seq
             self.midstream = True

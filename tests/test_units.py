@@ -45,3 +45,18 @@ def test_garwood_matches_definition():
     assert hi == pytest.approx(chi2.ppf(0.975, 22) / 4)
     _, lo0, hi0 = hashrate_ci(0, 1.0)
     assert lo0 == 0 and hi0 == pytest.approx(3.6889, rel=1e-3)
+
+
+def test_cut_segment_after_held_midstream_segments_keeps_them():
+    """No SYN seen: segments are held to pick the start. A snaplen-cut segment that follows
+    must not drop what is held before it."""
+    from poolsniff.stream import HalfStream
+    got = []
+    hs = HalfStream(lambda data, frame, ts, gap: got.append((data, gap)))
+    hs.segment(100, b"a" * 10, 1, 0.0)                 # held (mid-stream start not chosen yet)
+    hs.segment(110, b"b" * 5, 2, 0.0, missing=5)       # cut by the capture's snaplen
+    hs.segment(120, b"c" * 3, 3, 0.0)
+    hs.flush()
+    assert b"".join(d for d, _ in got) == b"a" * 10 + b"b" * 5 + b"c" * 3
+    assert [gap for d, gap in got if d == b"c" * 3] == [False]
+    assert any(gap and d == b"" for d, gap in got)     # the framer is told bytes are missing
