@@ -586,11 +586,8 @@ class Scanner:
         mining = flow.state == "mining" or (rec is not None and rec.proof)
         if not mining and endpoint is None:
             if flow.sign is not None:
-                host = self._host(ip_str(flow.ips[c]))
-                host.raise_verdict("suspect", "Stratum V2 handshake shape")
-                host.seen(flow.first_ts)
-                host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": flow.sign_frame,
-                                    "ts": flow.first_ts, "reason": flow.sign, **self._tuple(flow)}])
+                self._suspect(flow, ip_str(flow.ips[c]), "Stratum V2 handshake shape", flow.sign,
+                              flow.sign_frame)
             return
         if endpoint is not None and not mining and flow.pkts[c] == 0:
             return
@@ -608,16 +605,13 @@ class Scanner:
         host = self._host(client_ip)
         if endpoint is not None and endpoint.role != "stratum" and not mining:
             # a visit to a pool's web site: a sign, not a session with a pool
-            host.raise_verdict("suspect", f"contacted pool web site {endpoint.name} "
-                               f"({endpoint.pool.id})")
             host.signatures.add(endpoint.pool.id)
             host.domains.add(endpoint.name)
-            host.seen(flow.first_ts)
             where = "TLS SNI" if flow.sni else ("HTTP Host" if flow.http_host else "DNS")
-            host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": flow.first_frame,
-                                "ts": flow.first_ts, "reason": f"session with pool web site "
-                                f"{server_ip}:{port} = {endpoint.name} (learned from {where}; "
-                                f"signature {endpoint.pool.id})", **self._tuple(flow)}])
+            self._suspect(flow, client_ip,
+                          f"contacted pool web site {endpoint.name} ({endpoint.pool.id})",
+                          f"session with pool web site {server_ip}:{port} = {endpoint.name} "
+                          f"(learned from {where}; signature {endpoint.pool.id})", flow.first_frame)
             return
         if endpoint is not None and not rec.proof and flow.sni:
             rec.dialects.append("tls")
@@ -657,6 +651,14 @@ class Scanner:
                       info, sig.coins if sig is not None else ())
         if flow.midstream:
             host.reasons.add("session picked up mid-stream")
+
+    def _suspect(self, flow: Flow, ip: str, verdict_reason: str, evidence: str, frame: int) -> None:
+        """A weaker sign of mining on a flow: the host is 'suspect', with the frame that shows it."""
+        host = self._host(ip)
+        host.raise_verdict("suspect", verdict_reason)
+        host.seen(flow.first_ts)
+        host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": frame, "ts": flow.first_ts,
+                            "reason": evidence, **self._tuple(flow)}])
 
     def _host(self, ip: str) -> HostEvidence:
         h = self.hosts.get(ip)
