@@ -200,6 +200,14 @@ class FlowRecord:
         """Close the exposure at the flow's last packet."""
         self._close_segment(end_ts)
 
+    def copy(self) -> FlowRecord:
+        """An independent copy (a live flow's record, accounted without disturbing it)."""
+        out = FlowRecord.__new__(FlowRecord)
+        for name in FlowRecord.__slots__:
+            v = getattr(self, name)
+            setattr(out, name, v.copy() if isinstance(v, (list, dict)) else v)
+        return out
+
 
 @dataclass
 class AlgoRate:
@@ -240,6 +248,8 @@ class HostEvidence:
         self.agents: CappedSet = CappedSet(cap=32)
         self.signatures: CappedSet = CappedSet(cap=32)
         self.domains: CappedSet = CappedSet(cap=32)   # pool names looked up / contacted
+        # (pool ip, port, domain, wallet or login, coin) of each session: what alerts key on
+        self.links: CappedSet = CappedSet()
         self.methods: dict[str, int] = {}
         self.difficulty: CappedSet = CappedSet(cap=32)   # (algorithm, kind, raw, hashes/share)
         self.difficulty_changes = 0
@@ -295,11 +305,14 @@ class HostEvidence:
         for m, n in rec.methods.items():
             self.methods[m] = self.methods.get(m, 0) + n
         flow_coins: set[str] = set()
+        who = ""            # the session's first wallet (or its login if it names none)
         for login in rec.logins:
             self.workers.add(login)
             for w in find_wallets(login):
                 self.wallets.add((w.address, w.coin, w.checksum))
                 flow_coins.add(w.coin)
+                who = who or w.address
+            who = who or login
         for a in rec.agents:
             self.agents.add(a)
         self.submitted += rec.submitted
@@ -310,6 +323,7 @@ class HostEvidence:
         coin = resolve_coin(algo, flow_coins, pool_coins)
         if coin:
             self.coins.add(coin)
+        self.links.add((*pool, who, coin or ""))
         self.jobs += rec.jobs
         self.difficulty_changes += rec.difficulty_changes
         for kind, raw, hashes in rec.difficulties:
@@ -340,8 +354,7 @@ class HostEvidence:
             self.verdict = o.verdict
         self.jobs += o.jobs
         self.difficulty_changes += o.difficulty_changes
-        for name in ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents",
-                     "signatures", "domains", "difficulty"):
+        for name in _SETS:
             getattr(self, name).merge(getattr(o, name))
         for m, n in o.methods.items():
             self.methods[m] = self.methods.get(m, 0) + n
@@ -359,6 +372,42 @@ class HostEvidence:
         self.first_seen = min(self.first_seen, o.first_seen)
         self.last_seen = max(self.last_seen, o.last_seen)
         self.add_evidence(list(o.evidence), o.evidence_total)
+
+    # -- persistence ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to merge this record later, as JSON-able data (lossless)."""
+        return {
+            "ip": self.ip, "verdict": self.verdict,
+            "sets": {n: [sorted(getattr(self, n).items, key=repr), getattr(self, n).more]
+                     for n in _SETS},
+            "methods": self.methods,
+            "counts": {n: getattr(self, n) for n in _COUNTS},
+            "rates": {a: {k: (None if v == math.inf else v) for k, v in vars(r).items()}
+                      for a, r in self.rates.items()},
+            "first_seen": None if self.first_seen == math.inf else self.first_seen,
+            "last_seen": None if self.last_seen == -math.inf else self.last_seen,
+            "evidence": self.evidence, "evidence_total": self.evidence_total,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> HostEvidence:
+        h = cls(st["ip"])
+        h.verdict = st["verdict"]
+        for n, (items, more) in st["sets"].items():
+            cs = getattr(h, n)
+            cs.items = {tuple(x) if isinstance(x, list) else x for x in items}
+            cs.more = more
+        h.methods = dict(st["methods"])
+        for n, v in st["counts"].items():
+            setattr(h, n, v)
+        for a, r in st["rates"].items():
+            h.rates[a] = AlgoRate(**{k: (math.inf if k == "reported_min" and v is None else v)
+                                     for k, v in r.items()})
+        h.first_seen = math.inf if st["first_seen"] is None else st["first_seen"]
+        h.last_seen = -math.inf if st["last_seen"] is None else st["last_seen"]
+        h.evidence = list(st["evidence"])
+        h.evidence_total = st["evidence_total"]
+        return h
 
     # -- output --------------------------------------------------------------------------
     def hashrate(self) -> list[dict[str, Any]]:
@@ -412,6 +461,12 @@ class HostEvidence:
             "evidence": self.evidence,
             "evidence_total": self.evidence_total,
         }
+
+
+_SETS = ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents", "signatures",
+         "domains", "difficulty", "links")
+_COUNTS = ("difficulty_changes", "jobs", "submitted", "accepted", "rejected", "stale",
+           "bytes_toserver", "bytes_toclient", "pkts_toserver", "pkts_toclient", "sessions")
 
 
 def host_order(h: HostEvidence) -> tuple[int, str]:

@@ -523,8 +523,9 @@ class Scanner:
         ev.update(self._tuple(flow))
         self.domain_events.append(ev)
 
-    def _tuple(self, flow: Flow) -> dict[str, Any]:
-        c = flow.client if flow.client is not None else self._guess_client(flow)
+    def _tuple(self, flow: Flow, c: int | None = None) -> dict[str, Any]:
+        if c is None:
+            c = flow.client if flow.client is not None else self._guess_client(flow)
         return {"src_ip": ip_str(flow.ips[c]), "src_port": flow.ports[c],
                 "dest_ip": ip_str(flow.ips[1 - c]), "dest_port": flow.ports[1 - c],
                 "proto": "TCP" if flow.proto == 6 else "UDP"}
@@ -565,19 +566,53 @@ class Scanner:
                 if isinstance(fr, LineFramer):
                     fr.flush(0, flow.last_ts)
         self._release(flow)        # break flow <-> callback cycles: refcounting frees them
-        rec = flow.record
-        if flow.endpoint is None and self.endpoints:
+        endpoint, client = self._resolve(flow)
+        flow.endpoint, flow.client = endpoint, client
+        self._account(flow, flow.record, endpoint, client)
+
+    def _resolve(self, flow: Flow) -> tuple[Match | None, int]:
+        """The flow's pool endpoint and client side, as known at its last packet."""
+        endpoint, client = flow.endpoint, flow.client
+        if endpoint is None and self.endpoints:
             # a pool endpoint learned from DNS before the flow's last packet (looked up here,
             # not at flow creation, so the answer does not depend on processing order)
             for side in (0, 1):
                 hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
                 if hit is not None and hit[1] <= flow.last_ts and flow.ports[1 - side] != 53:
-                    flow.endpoint = hit[0]
-                    if flow.client is None:
-                        flow.client = side
+                    endpoint = hit[0]
+                    if client is None:
+                        client = side
                     break
-        endpoint = flow.endpoint
-        c = flow.client if flow.client is not None else self._guess_client(flow)
+        return endpoint, client if client is not None else self._guess_client(flow)
+
+    def snapshot(self) -> dict[str, HostEvidence]:
+        """What the flows still open would add to the hosts if they ended now.
+
+        Nothing is changed: each live flow is accounted from a copy of its record into
+        a separate host table. A watch stores this beside the finished evidence, so a
+        session that lasts days shows up (and survives a crash) before it ends.
+        """
+        finished = self.hosts
+        self.hosts = {}
+        try:
+            for flow in self.flows.values():
+                if flow.record is None and flow.endpoint is None and flow.sign is None \
+                        and flow.state != "mining" and not self.endpoints:
+                    continue        # nothing this flow could add
+                endpoint, client = self._resolve(flow)
+                rec = flow.record.copy() if flow.record is not None else None
+                self._account(flow, rec, endpoint, client)
+            return self.hosts
+        finally:
+            self.hosts = finished
+
+    def take_hosts(self) -> dict[str, HostEvidence]:
+        """The evidence of flows finished since the last call (the caller now owns it)."""
+        out, self.hosts = self.hosts, {}
+        return out
+
+    def _account(self, flow: Flow, rec: FlowRecord | None, endpoint: Match | None, c: int) -> None:
+        """Add a flow's evidence to its client's host record (reads the flow, never changes it)."""
         if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports \
                 and flow.ports[1 - c] not in endpoint.host.ports and flow.ports[1 - c] in (80, 443):
             # a host that serves both the pool and its web site: HTTP(S) to it is the web site
@@ -586,8 +621,7 @@ class Scanner:
         mining = flow.state == "mining" or (rec is not None and rec.proof)
         if not mining and endpoint is None:
             if flow.sign is not None:
-                self._suspect(flow, ip_str(flow.ips[c]), "Stratum V2 handshake shape", flow.sign,
-                              flow.sign_frame)
+                self._suspect(flow, c, "Stratum V2 handshake shape", flow.sign, flow.sign_frame)
             return
         if endpoint is not None and not mining and flow.pkts[c] == 0:
             return
@@ -608,7 +642,7 @@ class Scanner:
             host.signatures.add(endpoint.pool.id)
             host.domains.add(endpoint.name)
             where = "TLS SNI" if flow.sni else ("HTTP Host" if flow.http_host else "DNS")
-            self._suspect(flow, client_ip,
+            self._suspect(flow, c,
                           f"contacted pool web site {endpoint.name} ({endpoint.pool.id})",
                           f"session with pool web site {server_ip}:{port} = {endpoint.name} "
                           f"(learned from {where}; signature {endpoint.pool.id})", flow.first_frame)
@@ -644,7 +678,7 @@ class Scanner:
                      f"= {endpoint.name} (learned from {where}; signature {endpoint.pool.id})",
                      flow.first_frame, flow.first_ts, TOSERVER)
         ts_side = c
-        info = self._tuple(flow)
+        info = self._tuple(flow, c)
         info["pcap_filename"] = flow.file
         host.add_flow(rec, (server_ip, port, domain), flow.nbytes[ts_side], flow.nbytes[1 - ts_side],
                       flow.pkts[ts_side], flow.pkts[1 - ts_side], flow.first_ts, flow.last_ts,
@@ -652,13 +686,13 @@ class Scanner:
         if flow.midstream:
             host.reasons.add("session picked up mid-stream")
 
-    def _suspect(self, flow: Flow, ip: str, verdict_reason: str, evidence: str, frame: int) -> None:
+    def _suspect(self, flow: Flow, c: int, verdict_reason: str, evidence: str, frame: int) -> None:
         """A weaker sign of mining on a flow: the host is 'suspect', with the frame that shows it."""
-        host = self._host(ip)
+        host = self._host(ip_str(flow.ips[c]))
         host.raise_verdict("suspect", verdict_reason)
         host.seen(flow.first_ts)
         host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": frame, "ts": flow.first_ts,
-                            "reason": evidence, **self._tuple(flow)}])
+                            "reason": evidence, **self._tuple(flow, c)}])
 
     def _host(self, ip: str) -> HostEvidence:
         h = self.hosts.get(ip)
