@@ -149,6 +149,136 @@ def _scan_with_progress(captures: tuple[str, ...], cat: Any, max_flows: int | No
         return scan_files(captures, cat, progress=tick, max_flows=max_flows)
 
 
+class Duration(click.ParamType):
+    """A duration: 30, 30s, 10m, 1h, 2d (seconds when no unit)."""
+
+    name = "DURATION"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        mult = self.UNITS.get(text[-1:], None)
+        num = text[:-1] if mult else text
+        try:
+            secs = float(num) * (mult or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (examples: 10s, 5m, 1h)", param, ctx)
+        if secs < 0:
+            self.fail(f"{value!r}: a duration cannot be negative", param, ctx)
+        return secs
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("-i", "--interface", "iface", metavar="IFACE",
+              help="Capture on this interface (promiscuous), e.g. the mirror port eth1.")
+@click.option("--read", "read", metavar="FILE|-",
+              help="Read a pcap/pcapng stream instead of an interface; '-' is standard input "
+                   "(tcpdump -i eth1 -w - | poolsniff watch --read -).")
+@click.option("--bpf", metavar="EXPR", help="Capture filter in tcpdump syntax, e.g. 'not port 22'.")
+@click.option("--db", default="poolsniff.db", show_default=True, type=click.Path(dir_okay=False),
+              help="SQLite evidence store (created 0600; a restart continues its totals).")
+@click.option("--alerts", metavar="FILE|-|syslog",
+              help="Where alert lines go (eve.json-style JSON lines): a file (appended, "
+                   "reopened on SIGHUP), '-' for standard output, or 'syslog'.")
+@click.option("--snaplen", type=click.IntRange(64, 262144), default=65535, show_default=True,
+              help="Bytes captured per packet.")
+@click.option("--buffer-mb", type=click.IntRange(1, 16384), default=64, show_default=True,
+              help="Kernel capture buffer; raise it if the stats show drops in bursts.")
+@click.option("--flush-every", type=Duration(), default="10s", show_default=True,
+              help="How often evidence is written to the store (what a kill -9 can lose).")
+@click.option("--suppress", type=Duration(), default="1h", show_default=True,
+              help="Repeat an alert for the same (host, pool, wallet, coin) at most this often.")
+@click.option("--stats-every", type=Duration(), default="60s", show_default=True,
+              help="How often a 'stats' event (libpcap received/dropped, flows) is written.")
+@click.option("--user", metavar="NAME",
+              help="Drop root to this user once the interface is open (the --db and --alerts "
+                   "paths must be writable by it).")
+@click.option("--signatures", "sigdir", type=click.Path(file_okay=False),
+              help="Directory of pool signature YAML files (reloaded on SIGHUP).")
+@click.option("--max-flows", type=click.IntRange(1000, 50_000_000), default=None,
+              help="Flows tracked at once (default 200000).")
+@click.option("--status/--no-status", default=None,
+              help="Status line on stderr: pps, drops, flows, mining hosts (default: on a TTY).")
+def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts: str | None,
+          snaplen: int, buffer_mb: int, flush_every: float, suppress: float, stats_every: float,
+          user: str | None, sigdir: str | None, max_flows: int | None,
+          status: bool | None) -> None:
+    """Watch a live interface for months: keep the evidence, raise alerts.
+
+    Captures through libpcap, runs the same pipeline as 'scan', and every
+    --flush-every writes what it learned to the SQLite store in one transaction
+    (a restart, or a kill -9, continues the same totals). A host that starts
+    mining, or mines with a new pool, wallet or coin, raises one alert line.
+
+    Signals: SIGTERM/SIGINT finish the open flows, flush and exit 0; SIGHUP
+    reloads the signatures and reopens the alert file (log rotation).
+
+    \b
+    Examples:
+      poolsniff watch -i eth1 --db /var/lib/poolsniff/evidence.db \\
+          --alerts /var/log/poolsniff/alerts.json --user poolsniff
+      tcpdump -i eth1 -w - | poolsniff watch --read - --alerts -
+      poolsniff report --db /var/lib/poolsniff/evidence.db
+    """
+    import logging
+
+    from poolsniff.watch import Watcher, WatchOptions
+
+    if (iface is None) == (read is None):
+        raise UsageFailure("give exactly one of -i IFACE (live capture) or --read FILE|- "
+                           "(a pcap stream)")
+    if flush_every <= 0:
+        raise UsageFailure("--flush-every must be more than 0s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s poolsniff[%(process)d] %(levelname)s %(message)s")
+    opts = WatchOptions(iface=iface, read=read, bpf=bpf, db=db, alerts=alerts, snaplen=snaplen,
+                        buffer_mb=buffer_mb, flush_every=flush_every, suppress=suppress,
+                        stats_every=stats_every, user=user, sigdir=sigdir, max_flows=max_flows,
+                        status=status if status is not None else sys.stderr.isatty())
+    try:
+        code = Watcher(opts).run()
+    except (ConfigError, CaptureError) as exc:
+        raise UsageFailure(str(exc)) from exc
+    except OSError as exc:
+        raise UsageFailure(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
+    sys.exit(code)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--db", required=True, type=click.Path(dir_okay=False),
+              help="Evidence store written by 'poolsniff watch'.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
+              show_default=True, help="Same formats and host records as 'scan'.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write the report to this file instead of standard output.")
+def report(db: str, fmt: str, output: str | None) -> None:
+    """Report what a watch has stored: every mining or suspect host with its evidence.
+
+    Reads the store while a watch writes it (it includes the evidence of
+    sessions still open at the last flush). The host records are those of
+    'scan --format json'.
+
+    \b
+    Examples:
+      poolsniff report --db evidence.db
+      poolsniff report --db evidence.db -f jsonl -o mining.json
+    """
+    from poolsniff.output import render
+    from poolsniff.report import from_store
+
+    try:
+        result = from_store(db)
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from exc
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            render(result, fmt, fh)
+    else:
+        render(result, fmt, sys.stdout, color=sys.stdout.isatty())
+
+
 @cli.group(context_settings=CONTEXT_SETTINGS)
 def signatures() -> None:
     """Inspect the pool signature catalogue."""

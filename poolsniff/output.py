@@ -67,7 +67,7 @@ def write_json(res: ScanResult, fh: TextIO) -> None:
     fh.write("\n")
 
 
-def _envelope(event_type: str, ts: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+def envelope(event_type: str, ts: float | None, extra: dict[str, Any]) -> dict[str, Any]:
     ev: dict[str, Any] = {"timestamp": eve_time(ts), "event_type": event_type}
     ev.update(extra)
     ev["sensor"] = SENSOR
@@ -80,7 +80,7 @@ def events(res: ScanResult) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for d in res.domains:
         ts = d.pop("ts", None) if "ts" in d else None
-        out.append(_envelope("pool_domain", ts, d))
+        out.append(envelope("pool_domain", ts, d))
     for h in res.hosts:
         hd = h.to_dict()
         first = hd["evidence"][0] if hd["evidence"] else {}
@@ -113,12 +113,12 @@ def events(res: ScanResult) -> list[dict[str, Any]]:
                           "signature": f"POOLSNIFF cryptocurrency mining ({hd['verdict']})",
                           "category": "cryptomining",
                           "severity": 2 if hd["verdict"] == "mining" else 3}
-        out.append(_envelope("mining", hd["first_seen"], extra))
+        out.append(envelope("mining", hd["first_seen"], extra))
     for a in res.anomalies:
         a = dict(a)
         ts = a.pop("ts", None)
-        out.append(_envelope("anomaly", ts, a))
-    out.append(_envelope("stats", res.stats.get("last_ts"), {"stats": res.stats}))
+        out.append(envelope("anomaly", ts, a))
+    out.append(envelope("stats", res.stats.get("last_ts"), {"stats": res.stats}))
     return out
 
 

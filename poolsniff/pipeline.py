@@ -541,6 +541,11 @@ class Scanner:
             del flows[key]
             self._finish(f)
 
+    def expire(self, now: float) -> None:
+        """Finish flows idle since before ``now - FLOW_IDLE_S`` (a live capture's wall clock:
+        a link that went quiet still ends its flows)."""
+        self._sweep(now)
+
     def _evict(self) -> None:
         # finish the oldest non-mining flow first; a mining flow only if none is left
         for k, f in self.flows.items():

@@ -74,16 +74,16 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
     stats = scanner.stats.to_dict()
     stats["signatures"] = len(catalogue)
     hosts = scanner.results()
-    _count_verdicts(stats, hosts)
+    count_verdicts(stats, hosts)
     return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings)
 
 
-def _count_verdicts(stats: dict[str, Any], hosts: list[HostEvidence]) -> None:
+def count_verdicts(stats: dict[str, Any], hosts: list[HostEvidence]) -> None:
     stats["hosts_mining"] = sum(1 for h in hosts if h.verdict == "mining")
     stats["hosts_suspect"] = sum(1 for h in hosts if h.verdict == "suspect")
 
 
-def _merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
         if k not in out:
@@ -100,7 +100,7 @@ def _merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             else:
                 out[k] = out[k] + v
         elif isinstance(v, dict):
-            out[k] = _merge_counts(out[k] or {}, v)
+            out[k] = merge_counts(out[k] or {}, v)
         elif isinstance(v, list):
             out[k] = list(out[k]) + list(v)
     return out
@@ -124,12 +124,12 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
             if mine is None:
                 mine = hosts[h.ip] = HostEvidence(h.ip)
             mine.merge(h)
-        stats = _merge_counts(stats, r.stats)
+        stats = merge_counts(stats, r.stats)
         anomalies += r.anomalies
         domains += r.domains
         warnings += r.warnings
     merged = sorted(hosts.values(), key=host_order)
-    _count_verdicts(stats, merged)
+    count_verdicts(stats, merged)
     return ScanResult(merged, stats, anomalies, domains, warnings)
 
 

@@ -159,7 +159,10 @@ class CaptureReader:
         """Make ``need`` bytes available from ``_pos``; False at end of file."""
         while len(self._buf) - self._pos < need and not self._eof:
             try:
-                chunk = self.stream.read(max(READ_BLOCK, need))
+                # a pipe (stdin) may be a live stream: take what has arrived, do not wait
+                # for a full block
+                chunk = (self.stream.read1(max(READ_BLOCK, need)) if self.path == "-"
+                         else self.stream.read(max(READ_BLOCK, need)))
             except (OSError, EOFError, gzip.BadGzipFile) as exc:  # damaged gzip member
                 self._stop("decode", "capture.read_error", f"read error: {exc}")
                 chunk = b""
@@ -197,19 +200,22 @@ class CaptureReader:
             pass
 
     # -- iteration ------------------------------------------------------------------
-    def __iter__(self) -> Iterator[list[Packet]]:
-        gen = self._pcap() if self.format == "pcap" else self._pcapng()
-        batch: list[Packet] = []
+    def packets(self) -> Iterator[Packet]:
+        """The capture's packets one by one (a live stream: each as soon as it is read)."""
         try:
-            for pkt in gen:
-                batch.append(pkt)
-                if len(batch) >= self.batch_size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+            yield from self._pcap() if self.format == "pcap" else self._pcapng()
         finally:
             self.close()
+
+    def __iter__(self) -> Iterator[list[Packet]]:
+        batch: list[Packet] = []
+        for pkt in self.packets():
+            batch.append(pkt)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def blocks(self, max_records: int = 65536) -> Iterator[RecordBlock]:
         """The capture as :class:`RecordBlock`s: classic pcap is indexed in place

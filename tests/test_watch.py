@@ -1,0 +1,260 @@
+"""The watch daemon without a network: ``watch --read`` on captures and pipes, the
+SQLite store (merge across restarts, schema, lossless state), alerts, SIGHUP,
+a full disk, and its error messages. Live capture is in test_watch_live.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PCAPS, PUBLIC
+
+PS = [sys.executable, "-m", "poolsniff"]
+NOWHERE = ("pcap_filename", "pcap_cnt")
+
+
+def ps(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PS, *args], capture_output=True, text=True, **kw)
+
+
+def report(db: Path) -> dict:
+    r = ps("report", "--db", str(db), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def scanned(paths: list[str], catalogue) -> list[dict]:
+    from poolsniff.scan import scan_files
+    return [h.to_dict() for h in scan_files(paths, catalogue).hosts]
+
+
+def strip(hosts: list[dict], drop: tuple[str, ...] = ()) -> list[dict]:
+    """Host records without what the JSON writer adds (ISO times, community IDs), so a
+    report read back from JSON compares with HostEvidence.to_dict()."""
+    out = []
+    for h in hosts:
+        h = {k: v for k, v in h.items() if not k.endswith("_iso")}
+        h["evidence"] = [{k: v for k, v in e.items() if k not in ("ts_iso", "community_id", *drop)}
+                         for e in h["evidence"]]
+        out.append(h)
+    return out
+
+
+def _miners(n: int = 3) -> list[str]:
+    truth = json.loads((PUBLIC / "truth.json").read_text())
+    return [str(PUBLIC / k) for k, v in sorted(truth.items()) if v.get("miners")][:n]
+
+
+def test_state_round_trip_is_lossless(catalogue):
+    """What the store keeps of a host gives back the same record, on every public capture."""
+    from poolsniff.evidence import HostEvidence
+    from poolsniff.scan import merge_results, scan_files
+    files = sorted(str(p) for p in PUBLIC.rglob("*.pcap*")) + sorted(str(p) for p in PCAPS.glob("*.pcap*"))
+    res = merge_results([scan_files([f], catalogue) for f in files])
+    assert len(res.hosts) > 20
+    for h in res.hosts:
+        back = HostEvidence.from_state(json.loads(json.dumps(h.state())))
+        assert back.to_dict() == h.to_dict()
+        assert back.links.items == h.links.items
+
+
+def test_watch_read_equals_scan(tmp_path, catalogue):
+    """Reading a capture file, a watch stores exactly the host records a scan prints."""
+    files = [str(PCAPS / "xmrig_compact.pcap")] + _miners(4)
+    db = tmp_path / "w.db"
+    for f in files:          # one run per file, restarting on the same store
+        r = ps("watch", "--read", f, "--db", str(db), "--flush-every", "0.2s")
+        assert r.returncode == 0, r.stderr
+    from poolsniff.scan import merge_results, scan_files
+    expected = merge_results([scan_files([f], catalogue) for f in files])
+    got = report(db)
+    assert strip(got["hosts"]) == strip([h.to_dict() for h in expected.hosts])
+    assert got["stats"]["packets"] == expected.stats["packets"]
+    assert len(got["stats"]["runs"]) == len(files)
+    assert oct(db.stat().st_mode & 0o777) == "0o600"
+
+
+def test_report_table_and_jsonl_from_store(tmp_path):
+    db = tmp_path / "w.db"
+    assert ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db)).returncode == 0
+    t = ps("report", "--db", str(db))
+    assert t.returncode == 0 and "10.1.0.10" in t.stdout, t.stdout + t.stderr
+    j = ps("report", "--db", str(db), "-f", "jsonl")
+    kinds = [json.loads(x)["event_type"] for x in j.stdout.splitlines()]
+    assert "mining" in kinds and kinds[-1] == "stats"
+
+
+class PipeWatch:
+    """``poolsniff watch --read -`` fed by the test through a pipe, like tcpdump -w -."""
+
+    def __init__(self, tmp: Path, db: Path, alerts: Path, *extra: str) -> None:
+        self.err = tmp / "watch.err"
+        self.p = subprocess.Popen([*PS, "watch", "--read", "-", "--db", str(db), "--alerts",
+                                   str(alerts), "--flush-every", "0.3s", *extra],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=self.err.open("w"))
+        self.header_sent = False
+
+    def send(self, capture: Path) -> None:
+        data = capture.read_bytes()
+        assert self.p.stdin is not None
+        self.p.stdin.write(data if not self.header_sent else data[24:])
+        self.p.stdin.flush()
+        self.header_sent = True
+
+    def close(self) -> int:
+        assert self.p.stdin is not None
+        self.p.stdin.close()
+        return self.p.wait(timeout=60)
+
+
+def wait_for(cond, timeout: float = 20, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def alert_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_alerts_new_host_new_pool_and_sighup_reopens(tmp_path):
+    """A host alerts once when first seen mining and again on a new pool; SIGHUP after
+    a log rotation makes the watch write to a fresh file."""
+    alerts = tmp_path / "alerts.json"
+    w = PipeWatch(tmp_path, tmp_path / "w.db", alerts)
+    w.send(PCAPS / "stratum_btc_compact.pcap")
+    mining = lambda p: [a for a in alert_lines(p) if a["event_type"] == "mining"]  # noqa: E731
+    wait_for(lambda: mining(alerts), what="the first alert")
+    first = mining(alerts)
+    assert [(a["src_ip"], a["mining"]["change"]) for a in first] == [("10.1.0.10", "new_host")]
+    assert first[0]["mining"]["evidence"], "an alert carries its evidence"
+    assert first[0]["alert"]["signature"].startswith("POOLSNIFF host mining")
+    # rotate: rename, SIGHUP, more traffic: the new alerts go to a new file
+    rotated = tmp_path / "alerts.json.1"
+    alerts.rename(rotated)
+    w.p.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    w.send(PCAPS / "xmrig_compact.pcap")
+    wait_for(lambda: mining(alerts), what="an alert in the reopened file")
+    assert [(a["src_ip"], a["mining"]["change"]) for a in mining(alerts)] == \
+        [("10.1.0.15", "new_host")]
+    # the same host and pool again: no new alert (deduplicated)
+    w.send(PCAPS / "stratum_btc_compact.pcap")
+    time.sleep(1.0)
+    assert w.close() == 0, w.err.read_text()
+    assert len(mining(rotated)) == 1 and len(mining(alerts)) == 1
+    assert "SIGHUP: " in w.err.read_text()
+    assert oct(alerts.stat().st_mode & 0o777) == "0o600"
+
+
+def test_restart_does_not_alert_again(tmp_path):
+    db, alerts = tmp_path / "w.db", tmp_path / "a.json"
+    for _ in range(2):
+        r = ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db), "--alerts",
+               str(alerts))
+        assert r.returncode == 0, r.stderr
+    assert [a["src_ip"] for a in alert_lines(alerts) if a["event_type"] == "mining"] == \
+        ["10.1.0.10"]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 2 MB filesystem (tmpfs) to fill up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_disk_full_keeps_capturing_and_retries(tmp_path, small_fs, catalogue):
+    db = small_fs / "w.db"
+    w = PipeWatch(tmp_path, db, tmp_path / "alerts.json")
+    w.send(PCAPS / "stratum_btc_compact.pcap")
+    wait_for(lambda: db.exists() and report(db)["hosts"], what="the first flush")
+    filler = small_fs / "filler"
+    with open(filler, "wb") as fh:          # fill the filesystem to the last block
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    w.send(PCAPS / "xmrig_compact.pcap")
+    wait_for(lambda: "cannot write the evidence store" in w.err.read_text(), what="the error")
+    time.sleep(1.0)
+    assert w.p.poll() is None, "the watch must keep running on a full disk"
+    err = w.err.read_text()
+    assert err.count("cannot write the evidence store") == 1, err     # said once, not per flush
+    filler.unlink()
+    wait_for(lambda: "written again" in w.err.read_text(), what="the retried flush")
+    assert w.close() == 0, w.err.read_text()
+    expected = scanned([str(PCAPS / "stratum_btc_compact.pcap"), str(PCAPS / "xmrig_compact.pcap")],
+                       catalogue)
+    # (one stream from a pipe: evidence names <stdin> and counts frames on from the first file)
+    assert strip(report(db)["hosts"], NOWHERE) == strip(expected, NOWHERE)
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_watches_cannot_share_a_store(tmp_path):
+    db = tmp_path / "w.db"
+    w = PipeWatch(tmp_path, db, tmp_path / "a.json")
+    w.send(PCAPS / "stratum_btc_compact.pcap")
+    wait_for(lambda: db.exists(), what="the store")
+    time.sleep(0.3)
+    r = ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"Error: {db}: the evidence store is in use by another 'poolsniff watch'; give each "
+        "watch its own --db"]
+    assert w.close() == 0
+
+
+def test_store_from_a_newer_poolsniff_is_refused(tmp_path):
+    db = tmp_path / "w.db"
+    assert ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db)).returncode == 0
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    for args in (["report", "--db", str(db)],
+                 ["watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db)]):
+        r = ps(*args)
+        assert r.returncode == 2
+        assert len(r.stderr.strip().splitlines()) == 1 and "newer poolsniff" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["watch"], "give exactly one of -i IFACE"),
+    (["watch", "-i", "eth0", "--read", "x.pcap"], "give exactly one of -i IFACE"),
+    (["watch", "--read", "x.pcap", "--flush-every", "soon"], "is not a duration"),
+    (["report", "--db", "/nonexistent/ev.db"], "no such evidence store"),
+    (["watch", "--read", "/nonexistent.pcap"], "cannot open"),
+    (["watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", "/proc/ev.db"],
+     "cannot create the store's lock file"),
+])
+def test_usage_errors_are_one_line_exit_2(args, message, tmp_path):
+    r = ps(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 or (lines[0].startswith("Usage:") and "Error:" in lines[-1]), r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
