@@ -463,6 +463,65 @@ class HostEvidence:
         }
 
 
+class Traffic:
+    """Bytes of pool sessions per 5-minute bin, both directions: what gives a sweep its
+    mean and peak pool traffic. A session's bytes are spread evenly over its duration (a
+    mining session is a steady trickle of jobs and shares); the sums are exact. Mergeable:
+    bins add."""
+
+    BIN_S = 300
+
+    def __init__(self) -> None:
+        self.bins: dict[int, list[int]] = {}     # bin start (epoch s) -> [to pools, from pools]
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def spread(self, first: float, last: float, toserver: int, toclient: int) -> None:
+        b = self.BIN_S
+        start = int(first // b) * b
+        end = int(last // b) * b
+        if end <= start or last <= first:
+            cell = self.bins.setdefault(start, [0, 0])
+            cell[0] += toserver
+            cell[1] += toclient
+            return
+        span = last - first
+        given = [0, 0]
+        t = start
+        while t <= end:
+            lo, hi = max(first, t), min(last, t + b)
+            cell = self.bins.setdefault(t, [0, 0])
+            if t == end:               # the remainder: the sums stay exact
+                cell[0] += toserver - given[0]
+                cell[1] += toclient - given[1]
+            else:
+                a, c = int(toserver * (hi - lo) / span), int(toclient * (hi - lo) / span)
+                cell[0] += a
+                cell[1] += c
+                given[0] += a
+                given[1] += c
+            t += b
+
+    def merge(self, o: Traffic) -> None:
+        for k, (a, c) in o.bins.items():
+            cell = self.bins.setdefault(k, [0, 0])
+            cell[0] += a
+            cell[1] += c
+
+    def to_list(self) -> list[list[int]]:
+        return [[k, a, c] for k, (a, c) in sorted(self.bins.items())]
+
+    @classmethod
+    def from_list(cls, rows: list[list[int]]) -> Traffic:
+        t = cls()
+        for k, a, c in rows:
+            cell = t.bins.setdefault(int(k), [0, 0])
+            cell[0] += int(a)
+            cell[1] += int(c)
+        return t
+
+
 _SETS = ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents", "signatures",
          "domains", "difficulty", "links")
 _COUNTS = ("difficulty_changes", "jobs", "submitted", "accepted", "rejected", "stale",

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from poolsniff import __version__
 from poolsniff.estimate import human_rate
-from poolsniff.scan import ScanResult
+from poolsniff.scan import ScanResult, traffic_json
 
 SENSOR = socket.gethostname()
 
@@ -62,7 +62,7 @@ def _host_json(h: dict[str, Any]) -> dict[str, Any]:
 
 def write_json(res: ScanResult, fh: TextIO) -> None:
     doc = {"hosts": [_host_json(h.to_dict()) for h in res.hosts], "stats": res.stats,
-           "poolsniff_version": __version__}
+           "traffic": traffic_json(res.traffic), "poolsniff_version": __version__}
     json.dump(doc, fh, ensure_ascii=False, indent=1, default=str)
     fh.write("\n")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
-from poolsniff.evidence import FlowRecord, HostEvidence, host_order
+from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
                                looks_like_http, opens_json, parse_json)
 from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
@@ -140,6 +140,8 @@ class Scanner:
         self.stats = Stats()
         self.anomaly_events: list[dict[str, Any]] = []
         self.domain_events: list[dict[str, Any]] = []
+        self.traffic = Traffic()       # bytes of pool sessions per 5-minute bin
+        self._live_traffic = Traffic()
         self.file = ""
         self._since_sweep = 0
 
@@ -590,6 +592,10 @@ class Scanner:
                     break
         return endpoint, client if client is not None else self._guess_client(flow)
 
+    def snapshot_traffic(self) -> Traffic:
+        """The pool traffic of the open flows (as :meth:`snapshot` accounts them)."""
+        return self._live_traffic
+
     def snapshot(self) -> dict[str, HostEvidence]:
         """What the flows still open would add to the hosts if they ended now.
 
@@ -597,8 +603,8 @@ class Scanner:
         a separate host table. A watch stores this beside the finished evidence, so a
         session that lasts days shows up (and survives a crash) before it ends.
         """
-        finished = self.hosts
-        self.hosts = {}
+        finished, finished_traffic = self.hosts, self.traffic
+        self.hosts, self.traffic = {}, Traffic()
         try:
             for flow in self.flows.values():
                 if flow.record is None and flow.endpoint is None and flow.sign is None \
@@ -607,14 +613,18 @@ class Scanner:
                 endpoint, client = self._resolve(flow)
                 rec = flow.record.copy() if flow.record is not None else None
                 self._account(flow, rec, endpoint, client)
+            self._live_traffic = self.traffic
             return self.hosts
         finally:
             self.hosts = finished
+            self.traffic = finished_traffic
 
-    def take_hosts(self) -> dict[str, HostEvidence]:
-        """The evidence of flows finished since the last call (the caller now owns it)."""
+    def take_hosts(self) -> tuple[dict[str, HostEvidence], Traffic]:
+        """The evidence and pool traffic of flows finished since the last call (the caller
+        now owns them)."""
         out, self.hosts = self.hosts, {}
-        return out
+        traffic, self.traffic = self.traffic, Traffic()
+        return out, traffic
 
     def _account(self, flow: Flow, rec: FlowRecord | None, endpoint: Match | None, c: int) -> None:
         """Add a flow's evidence to its client's host record (reads the flow, never changes it)."""
@@ -685,6 +695,8 @@ class Scanner:
         ts_side = c
         info = self._tuple(flow, c)
         info["pcap_filename"] = flow.file
+        self.traffic.spread(flow.first_ts, flow.last_ts, flow.nbytes[ts_side],
+                            flow.nbytes[1 - ts_side])
         host.add_flow(rec, (server_ip, port, domain), flow.nbytes[ts_side], flow.nbytes[1 - ts_side],
                       flow.pkts[ts_side], flow.pkts[1 - ts_side], flow.first_ts, flow.last_ts,
                       info, sig.coins if sig is not None else ())

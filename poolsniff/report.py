@@ -16,6 +16,7 @@ def from_store(path: str) -> ScanResult:
     try:
         hosts = sorted((h for h in store.hosts() if h.verdict != "none"), key=host_order)
         runs = store.run_stats()
+        traffic = store.traffic()
     finally:
         store.close()
     stats: dict[str, Any] = {}
@@ -25,4 +26,4 @@ def from_store(path: str) -> ScanResult:
     stats["runs"] = [{k: r[k] for k in ("id", "source", "started", "updated", "ended")}
                      for r in runs]
     count_verdicts(stats, hosts)
-    return ScanResult(hosts, stats)
+    return ScanResult(hosts, stats, traffic=traffic)

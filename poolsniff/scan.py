@@ -10,7 +10,7 @@ from typing import Any
 
 from poolsniff import __version__
 from poolsniff.batch import feed_block
-from poolsniff.evidence import HostEvidence, host_order
+from poolsniff.evidence import HostEvidence, Traffic, host_order
 from poolsniff.pipeline import Scanner
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader
@@ -26,10 +26,11 @@ class ScanResult:
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     domains: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
 
     def to_dict(self) -> dict[str, Any]:
         return {"hosts": [h.to_dict() for h in self.hosts], "stats": self.stats,
-                "poolsniff_version": __version__}
+                "traffic": traffic_json(self.traffic), "poolsniff_version": __version__}
 
 
 def scan_files(paths: Iterable[str], catalogue: Catalogue,
@@ -75,7 +76,14 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
     stats["signatures"] = len(catalogue)
     hosts = scanner.results()
     count_verdicts(stats, hosts)
-    return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings)
+    return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings,
+                      scanner.traffic)
+
+
+def traffic_json(t: Traffic) -> dict[str, Any]:
+    """The pool-traffic series as JSON: 5-minute bins of [start, bytes to pools, bytes from
+    pools]."""
+    return {"bin_s": Traffic.BIN_S, "bins": t.to_list()}
 
 
 def count_verdicts(stats: dict[str, Any], hosts: list[HostEvidence]) -> None:
@@ -118,7 +126,9 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
     anomalies: list[dict[str, Any]] = []
     domains: list[dict[str, Any]] = []
     warnings: list[str] = []
+    traffic = Traffic()
     for r in results:
+        traffic.merge(r.traffic)
         for h in r.hosts:
             mine = hosts.get(h.ip)
             if mine is None:
@@ -130,7 +140,7 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
         warnings += r.warnings
     merged = sorted(hosts.values(), key=host_order)
     count_verdicts(stats, merged)
-    return ScanResult(merged, stats, anomalies, domains, warnings)
+    return ScanResult(merged, stats, anomalies, domains, warnings, traffic)
 
 
 def _scan_one(args: tuple[str, str | None, int | None]) -> ScanResult:

@@ -7,7 +7,9 @@ Layout (schema version :data:`SCHEMA_VERSION`, migrated forward on open):
   session that lasts days is visible, and survives a crash, before it ends);
 - ``runs``: one row per ``watch`` run with its cumulative counters;
 - ``alerted``: the (host, pool, wallet, coin) keys already alerted, so a restart
-  does not alert again.
+  does not alert again;
+- ``traffic`` / ``live_traffic``: bytes of pool sessions per 5-minute bin (finished,
+  and each run's open sessions), for the sweep's mean and peak pool traffic.
 
 Every flush is one transaction in WAL mode with ``synchronous=FULL``: ``kill -9``
 at any moment loses at most the flushes not yet committed and never corrupts the
@@ -28,9 +30,9 @@ from typing import Any
 import orjson
 
 from poolsniff.errors import ConfigError
-from poolsniff.evidence import HostEvidence
+from poolsniff.evidence import HostEvidence, Traffic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,8 +49,17 @@ CREATE TABLE IF NOT EXISTS alerted (
     first_ts REAL NOT NULL, last_ts REAL NOT NULL, PRIMARY KEY (ip, pool, who, coin));
 """
 
+# v2: pool traffic per 5-minute bin (finished sessions; and each run's open sessions)
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS traffic (
+    bin INTEGER PRIMARY KEY, toserver INTEGER NOT NULL, toclient INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS live_traffic (
+    run INTEGER NOT NULL, bin INTEGER NOT NULL, toserver INTEGER NOT NULL,
+    toclient INTEGER NOT NULL, PRIMARY KEY (run, bin));
+"""
+
 #: statements that bring a store from version N-1 to N (index N)
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 AlertKey = tuple[str, str, str, str]
 
@@ -170,6 +181,17 @@ class EvidenceStore:
             rows = self.db.execute("SELECT ip, state FROM live WHERE run = ?", (run,)).fetchall()
             self._merge_hosts({ip: _load(st) for ip, st in rows})
             self.db.execute("DELETE FROM live WHERE run = ?", (run,))
+        for (run,) in self.db.execute("SELECT DISTINCT run FROM live_traffic").fetchall():
+            t = Traffic.from_list(self.db.execute(
+                "SELECT bin, toserver, toclient FROM live_traffic WHERE run = ?", (run,)).fetchall())
+            self._add_traffic(t)
+            self.db.execute("DELETE FROM live_traffic WHERE run = ?", (run,))
+
+    def _add_traffic(self, t: Traffic) -> None:
+        self.db.executemany(
+            "INSERT INTO traffic (bin, toserver, toclient) VALUES (?, ?, ?) ON CONFLICT(bin) DO "
+            "UPDATE SET toserver = toserver + excluded.toserver, "
+            "toclient = toclient + excluded.toclient", t.to_list())
 
     def _merge_hosts(self, hosts: dict[str, HostEvidence]) -> None:
         for ip, h in hosts.items():
@@ -186,7 +208,8 @@ class EvidenceStore:
 
     def flush(self, finished: dict[str, HostEvidence], live: dict[str, HostEvidence],
               stats: dict[str, Any], alerted: dict[AlertKey, tuple[float, float]],
-              final: bool = False) -> None:
+              final: bool = False, traffic: Traffic | None = None,
+              live_traffic: Traffic | None = None) -> None:
         """One transaction: merge ``finished``, replace this run's ``live`` rows, save the
         run's counters and alert keys. Raises :class:`StoreError` (nothing written) when
         the store cannot be written; the caller keeps the data and retries."""
@@ -196,6 +219,12 @@ class EvidenceStore:
         try:
             with self._tx():
                 self._merge_hosts(finished)
+                if traffic is not None:
+                    self._add_traffic(traffic)
+                self.db.execute("DELETE FROM live_traffic WHERE run = ?", (run,))
+                if live_traffic is not None:
+                    self.db.executemany("INSERT INTO live_traffic VALUES (?, ?, ?, ?)",
+                                        [(run, *r) for r in live_traffic.to_list()])
                 self.db.execute("DELETE FROM live WHERE run = ?", (run,))
                 self.db.executemany("INSERT INTO live (run, ip, state) VALUES (?, ?, ?)",
                                     [(run, ip, _dump(h)) for ip, h in live.items()])
@@ -220,6 +249,14 @@ class EvidenceStore:
             else:
                 out[ip] = h
         return list(out.values())
+
+    def traffic(self) -> Traffic:
+        """Pool traffic of finished sessions plus every run's open sessions."""
+        t = Traffic.from_list(self.db.execute("SELECT bin, toserver, toclient FROM traffic")
+                              .fetchall())
+        t.merge(Traffic.from_list(self.db.execute(
+            "SELECT bin, toserver, toclient FROM live_traffic").fetchall()))
+        return t
 
     def run_stats(self) -> list[dict[str, Any]]:
         return [{"id": i, "started": s, "updated": u, "ended": e, "source": src,

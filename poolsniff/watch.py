@@ -26,7 +26,7 @@ from typing import Any
 from poolsniff.alerts import Alerter, AlertSink
 from poolsniff.batch import feed_block
 from poolsniff.errors import ConfigError
-from poolsniff.evidence import HostEvidence
+from poolsniff.evidence import HostEvidence, Traffic
 from poolsniff.output import envelope
 from poolsniff.pipeline import Scanner
 from poolsniff.signatures import Catalogue
@@ -81,6 +81,7 @@ class Watcher:
         self.stop = False
         self.hup = False
         self.pending: dict[str, HostEvidence] = {}
+        self.pending_traffic = Traffic()
         self.pending_alerted: dict[Any, tuple[float, float]] = {}
         self.store_error: str | None = None
         self.flushes = 0
@@ -202,11 +203,13 @@ class Watcher:
     def _flush(self, store: EvidenceStore, src: LiveCapture | StreamCapture,
                final: bool = False) -> bool:
         sc = self.scanner
-        for ip, h in sc.take_hosts().items():
+        finished, traffic = sc.take_hosts()
+        for ip, h in finished.items():
             if ip in self.pending:
                 self.pending[ip].merge(h)
             else:
                 self.pending[ip] = h
+        self.pending_traffic.merge(traffic)
         live = sc.snapshot()
         changed = list(self.pending.values()) + list(live.values())
         events = self.alerter.check(changed, time.time())
@@ -214,10 +217,13 @@ class Watcher:
         for h in changed:
             if h.verdict == "mining":
                 self.mining.add(h.ip)
+        # alerts go out before the commit: a crash in between repeats an alert after the
+        # restart rather than losing it
         self.sink.write(events)
         self.alerts_sent += len(events)
         try:
-            store.flush(self.pending, live, self._stats(src), self.pending_alerted, final)
+            store.flush(self.pending, live, self._stats(src), self.pending_alerted, final,
+                        self.pending_traffic, sc.snapshot_traffic())
         except StoreError as exc:
             self.failed_flushes += 1
             if self.store_error != str(exc):
@@ -230,6 +236,7 @@ class Watcher:
                         store.path, self.failed_flushes)
         self.store_error = None
         self.pending = {}
+        self.pending_traffic = Traffic()
         self.pending_alerted = {}
         self.flushes += 1
         return True

@@ -53,6 +53,18 @@ def _miners(n: int = 3) -> list[str]:
     return [str(PUBLIC / k) for k, v in sorted(truth.items()) if v.get("miners")][:n]
 
 
+def test_traffic_spreads_a_session_evenly_and_exactly():
+    from poolsniff.evidence import Traffic
+    t = Traffic()
+    t.spread(1000.0, 1000.0 + 900, 9001, 3)        # 1000 s is 100 s into the bin at 900
+    assert t.to_list() == [[900, 2000, 0], [1200, 3000, 1], [1500, 3000, 1], [1800, 1001, 1]]
+    t.spread(5.0, 5.0, 10, 20)                      # one instant: one bin
+    assert t.bins[0] == [10, 20]
+    u = Traffic.from_list(t.to_list())
+    u.merge(t)
+    assert u.bins[900] == [4000, 0]
+
+
 def test_state_round_trip_is_lossless(catalogue):
     """What the store keeps of a host gives back the same record, on every public capture."""
     from poolsniff.evidence import HostEvidence
@@ -78,6 +90,10 @@ def test_watch_read_equals_scan(tmp_path, catalogue):
     got = report(db)
     assert strip(got["hosts"]) == strip([h.to_dict() for h in expected.hosts])
     assert got["stats"]["packets"] == expected.stats["packets"]
+    assert got["traffic"]["bins"] == expected.traffic.to_list()
+    # every byte of every pool session is in the traffic series, once
+    assert sum(b[1] for b in got["traffic"]["bins"]) == \
+        sum(h["bytes_toserver"] for h in got["hosts"] if h["verdict"] == "mining")
     assert len(got["stats"]["runs"]) == len(files)
     assert oct(db.stat().st_mode & 0o777) == "0o600"
 
