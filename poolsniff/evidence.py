@@ -409,13 +409,54 @@ class HostEvidence:
         h.evidence_total = st["evidence_total"]
         return h
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HostEvidence:
+        """A host record back from ``to_dict()`` (or ``scan --format json``): everything a
+        report merges (the per-session links of alerts are not in it)."""
+        h = cls(d["ip"])
+        h.verdict = d["verdict"]
+        for name in ("reasons", "dialects", "coins", "agents", "signatures", "domains"):
+            getattr(h, name).items = set(d.get(name) or ())
+        h.workers.items = set(d.get("workers") or ())
+        h.workers.more = d.get("workers_more", 0)
+        h.pools.items = {(p["ip"], p["port"], p["domain"]) for p in d.get("pools") or ()}
+        h.pools.more = d.get("pools_more", 0)
+        h.wallets.items = {(w["address"], w["coin"], w["checksum"]) for w in d.get("wallets") or ()}
+        h.difficulty.items = {(x["algorithm"] or "", x["kind"], x["value"], x["hashes_per_share"])
+                              for x in d.get("difficulty") or ()}
+        h.methods = dict(d.get("methods") or {})
+        h.difficulty_changes = d.get("difficulty_changes", 0)
+        h.jobs = d.get("jobs", 0)
+        sh = d.get("shares") or {}
+        h.submitted, h.accepted = sh.get("submitted", 0), sh.get("accepted", 0)
+        h.rejected, h.stale = sh.get("rejected", 0), sh.get("stale", 0)
+        for n in ("sessions", "bytes_toserver", "bytes_toclient", "pkts_toserver", "pkts_toclient"):
+            setattr(h, n, d.get(n, 0))
+        h.first_seen = math.inf if d.get("first_seen") is None else d["first_seen"]
+        h.last_seen = -math.inf if d.get("last_seen") is None else d["last_seen"]
+        h.evidence = [{k: v for k, v in e.items() if k not in ("ts_iso", "community_id")}
+                      for e in d.get("evidence") or ()]
+        h.evidence_total = d.get("evidence_total", len(h.evidence))
+        for e in d.get("hashrate") or ():
+            r = AlgoRate(n=e.get("shares", 0), exposure=e.get("exposure_s_per_hash") or 0.0,
+                         work=e.get("work_hashes") or 0.0, window_s=e.get("window_s") or 0.0)
+            rep = e.get("reported")
+            if rep:
+                r.reported_n = rep["count"]
+                r.reported_sum = rep.get("sum_hs", rep["mean_hs"] * rep["count"])
+                r.reported_min, r.reported_max = rep["min_hs"], rep["max_hs"]
+            h.rates[e["algorithm"]] = r
+        return h
+
     # -- output --------------------------------------------------------------------------
     def hashrate(self) -> list[dict[str, Any]]:
         out = []
         for algo in sorted(self.rates):
             r = self.rates[algo]
             entry: dict[str, Any] = {"algorithm": algo, "hs": None, "ci95": None,
-                                     "shares": r.n, "window_s": round(r.window_s, 3)}
+                                     "shares": r.n, "window_s": r.window_s,
+                                     # the sums behind the estimate, so reports can merge it
+                                     "exposure_s_per_hash": r.exposure, "work_hashes": r.work}
             if r.exposure > 0:
                 est, lo, hi = hashrate_ci(r.n, r.exposure)
                 entry.update(hs=est, ci95=[lo, hi],
@@ -423,7 +464,7 @@ class HostEvidence:
             if r.reported_n:
                 entry["reported"] = {"mean_hs": r.reported_sum / r.reported_n,
                                      "min_hs": r.reported_min, "max_hs": r.reported_max,
-                                     "count": r.reported_n}
+                                     "count": r.reported_n, "sum_hs": r.reported_sum}
             out.append(entry)
         return out
 

@@ -76,6 +76,9 @@ def test_state_round_trip_is_lossless(catalogue):
         back = HostEvidence.from_state(json.loads(json.dumps(h.state())))
         assert back.to_dict() == h.to_dict()
         assert back.links.items == h.links.items
+        # and the scan's JSON record is enough for a report to merge it again
+        via_json = HostEvidence.from_dict(json.loads(json.dumps(h.to_dict())))
+        assert via_json.to_dict() == h.to_dict()
 
 
 def test_watch_read_equals_scan(tmp_path, catalogue):
