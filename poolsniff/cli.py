@@ -246,37 +246,112 @@ def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts:
     sys.exit(code)
 
 
+class When(click.ParamType):
+    """A point in time: 2021-10-08, 2021-10-08T06:00, 2021-10-08 06:00:00 (UTC) or epoch s."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from datetime import datetime, timezone
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S",
+                    "%Y-%m-%d %H:%M:%S"):
+            try:
+                return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+            except ValueError:
+                continue
+        self.fail(f"{value!r} is not a time (2021-10-08, 2021-10-08T06:00, or epoch seconds; UTC)",
+                  param, ctx)
+
+
+REPORT_FORMATS = ("table", "json", "md", "html", "csv", "jsonl")
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", required=True, type=click.Path(dir_okay=False),
+@click.option("--db", type=click.Path(dir_okay=False),
               help="Evidence store written by 'poolsniff watch'.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
-              show_default=True, help="Same formats and host records as 'scan'.")
+@click.option("--from", "froms", multiple=True, type=click.Path(dir_okay=False),
+              metavar="SCAN.json", help="A result saved by 'scan --format json' (repeat to merge).")
+@click.option("--institutions", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Institution registry, YAML or CSV (CIDR blocks → institution, category, "
+                   "city); repeatable. Without it every IP is 'not in the registry'.")
+@click.option("--since", type=When(), help="Only hosts active at or after this time (UTC).")
+@click.option("--until", type=When(), help="Only hosts active at or before this time (UTC).")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="Language of labels (zh: Chinese; category names as in the 2021 sweeps).")
+@click.option("-f", "--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table",
+              show_default=True,
+              help="table: terminal; md: Markdown to paste in a document; html: one self-"
+                   "contained page with charts and an inspection sheet per institution; json: "
+                   "summary, institutions and hosts; csv: one row per IP (UTF-8 with BOM, opens "
+                   "in Excel); jsonl: eve.json-style events.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write the report to this file instead of standard output.")
-def report(db: str, fmt: str, output: str | None) -> None:
-    """Report what a watch has stored: every mining or suspect host with its evidence.
+@click.option("--efficiency", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Energy-per-hash table (default: signatures/energy/efficiency.yaml).")
+def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...],
+           since: float | None, until: float | None, lang: str, fmt: str, output: str | None,
+           efficiency: str | None) -> None:
+    """Report the mining found: a sweep summary, institutions, every IP.
 
-    Reads the store while a watch writes it (it includes the evidence of
-    sessions still open at the last flush). The host records are those of
-    'scan --format json'.
+    Reads a watch's store (--db, also while the watch runs) and/or saved scan
+    results (--from, merged), maps each IP to its institution with the
+    registry, and gives the numbers a provincial sweep publishes: mining and
+    suspect IPs, IPs per category and city, hashrate per algorithm with its 95%
+    interval (never summed across algorithms), energy per algorithm from a
+    cited efficiency table, pool-bound traffic (mean and peak 5-minute), top
+    pools and coins; then one row per institution (sorted by severity) and, in
+    HTML, an inspection sheet per institution with each IP's evidence frames.
 
     \b
     Examples:
-      poolsniff report --db evidence.db
-      poolsniff report --db evidence.db -f jsonl -o mining.json
+      poolsniff scan -f json -o day1.json day1.pcap
+      poolsniff report --from day1.json --institutions campus.yaml
+      poolsniff report --db evidence.db --institutions province.csv --lang zh -f html -o r.html
+      poolsniff report --db evidence.db --since 2021-10-01 --until 2021-10-08 -f csv -o ips.csv
     """
-    from poolsniff.output import render
-    from poolsniff.report import from_store
+    from poolsniff import report as rpt
+    from poolsniff import report_render as rr
+    from poolsniff.output import write_jsonl
+    from poolsniff.registry import Registry
+    from poolsniff.scan import traffic_json
+    from poolsniff.sweep import build, load_efficiency
 
     try:
-        result = from_store(db)
+        result = rpt.load(db, froms)
+        reg = Registry.load(*institutions) if institutions else None
+        eff = load_efficiency(efficiency)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from exc
-    if output:
-        with open(output, "w", encoding="utf-8", newline="") as fh:
-            render(result, fmt, fh)
-    else:
-        render(result, fmt, sys.stdout, color=sys.stdout.isatty())
+    if since is not None and until is not None and since > until:
+        raise UsageFailure("--since is after --until")
+    rep = build(result.hosts, result.traffic, reg, since, until, eff)
+    rep["stats"] = result.stats
+    rep["traffic"] = traffic_json(result.traffic)
+    rep["sources"] = {"db": db, "from": list(froms), "institutions": list(institutions)}
+    fh = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        if fmt == "json":
+            rr.write_json(rep, fh, lang)
+        elif fmt == "md":
+            rr.write_md(rep, fh, lang)
+        elif fmt == "html":
+            rr.write_html(rep, fh, lang, rep["traffic"]["bins"])
+        elif fmt == "csv":
+            rr.write_csv(rep, fh, lang)
+        elif fmt == "jsonl":
+            write_jsonl(result, fh)
+        else:
+            rr.write_table(rep, fh, lang, color=fh is sys.stdout and sys.stdout.isatty())
+    finally:
+        if output:
+            fh.close()
 
 
 @cli.group(context_settings=CONTEXT_SETTINGS)

@@ -46,6 +46,29 @@ def hashrate_ci(n: int, exposure: float, conf: float = 0.95) -> tuple[float, flo
     return n / exposure, lo, hi
 
 
+def sum_rate_ci(counts: list[int], exposures: list[float],
+                conf: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, low, high) of the total rate of several independent miners, each with
+    ``counts[i]`` accepted shares over ``exposures[i]`` seconds per hash.
+
+    The total is Σ N_i/E_i, a weighted sum of Poisson counts; the interval is Fay and
+    Feuer's gamma interval for such sums (Statistics in Medicine 16:791-801, 1997), which
+    is Garwood's exact interval when there is one miner."""
+    from scipy.special import chdtri
+
+    pairs = [(n, e) for n, e in zip(counts, exposures) if e > 0]
+    if not pairs:
+        raise ValueError("no miner with a positive exposure")
+    a = 1.0 - conf
+    w = [1.0 / e for _n, e in pairs]
+    y = sum(wi * n for wi, (n, _e) in zip(w, pairs))
+    v = sum(wi * wi * n for wi, (n, _e) in zip(w, pairs))
+    wm = max(w)
+    lo = 0.0 if y <= 0 else float(v / (2 * y) * chdtri(2 * y * y / v, 1 - a / 2))
+    hi = float((v + wm * wm) / (2 * (y + wm)) * chdtri(2 * (y + wm) ** 2 / (v + wm * wm), a / 2))
+    return y, lo, hi
+
+
 def work_factor(algorithm: str, unit: str) -> float:
     """Hashes per raw work unit: 1 for targets, hashes-per-difficulty for difficulties."""
     if unit == "target":

@@ -1,11 +1,13 @@
-"""Reports over stored evidence (a watch's store) and over saved scan results."""
+"""Report inputs: a watch's evidence store or saved scan results, as one ScanResult."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from poolsniff.evidence import host_order
-from poolsniff.scan import ScanResult, count_verdicts, merge_counts
+from poolsniff.errors import ConfigError
+from poolsniff.evidence import HostEvidence, Traffic, host_order
+from poolsniff.scan import ScanResult, count_verdicts, merge_counts, merge_results
 from poolsniff.store import EvidenceStore
 
 
@@ -27,3 +29,34 @@ def from_store(path: str) -> ScanResult:
                      for r in runs]
     count_verdicts(stats, hosts)
     return ScanResult(hosts, stats, traffic=traffic)
+
+
+def from_json(path: str) -> ScanResult:
+    """A result saved with ``scan --format json`` (or ``report --format json``)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(f"not a JSON scan result ({exc})", path, line,
+                          "save one with 'poolsniff scan --format json -o FILE'") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("hosts"), list):
+        raise ConfigError("not a scan result: no 'hosts' list", path, None,
+                          "save one with 'poolsniff scan --format json -o FILE'")
+    try:
+        hosts = [HostEvidence.from_dict(h) for h in doc["hosts"]]
+        tr = doc.get("traffic") or {}
+        traffic = Traffic.from_list(tr.get("bins") or [])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed host record ({type(exc).__name__}: {exc})", path) from exc
+    return ScanResult(hosts, dict(doc.get("stats") or {}), traffic=traffic)
+
+
+def load(db: str | None, froms: tuple[str, ...]) -> ScanResult:
+    """Every input merged (hosts merge, counters and traffic add)."""
+    parts = ([from_store(db)] if db else []) + [from_json(f) for f in froms]
+    if not parts:
+        raise ConfigError("nothing to report: give --db STORE and/or --from SCAN.json")
+    return parts[0] if len(parts) == 1 else merge_results(parts)
