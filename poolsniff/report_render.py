@@ -98,7 +98,7 @@ def ts(x: float | None) -> str:
 
 
 def mbps(x: float) -> str:
-    return f"{x:.6g} Mbps" if x < 0.01 else f"{x:.2f} Mbps"
+    return f"{x:,.2f} Mbps" if x >= 100 else f"{x:.3g} Mbps"
 
 
 def kwh(x: float | None) -> str:

@@ -24,3 +24,28 @@ def scan_json(paths, catalogue):
 @pytest.fixture(scope="session")
 def expected():
     return json.loads((PCAPS / "expected.json").read_text())
+
+
+def install_debian(tool: str, package: str) -> str | None:
+    """``tool``'s path, installing Debian's ``package`` first when it is missing and this
+    is root on a Debian machine (what .ci/run's fresh machine needs); None if impossible."""
+    import shutil
+    import subprocess
+    path = shutil.which(tool)
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False)
+        path = shutil.which(tool)
+    return path
+
+
+REQUIRED = os.environ.get("POOLSNIFF_REQUIRE_LIVE") == "1"
+
+
+def need(ok: object, why: str) -> None:
+    """Skip without a prerequisite, except in CI (POOLSNIFF_REQUIRE_LIVE=1), where a skip
+    would hide a missing part and fails instead."""
+    if not ok:
+        if REQUIRED:
+            pytest.fail(f"test prerequisite missing: {why}")
+        pytest.skip(why)

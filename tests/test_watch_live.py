@@ -21,18 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PCAPS, PUBLIC
+from conftest import PCAPS, PUBLIC, install_debian, need
 
-REQUIRED = os.environ.get("POOLSNIFF_REQUIRE_LIVE") == "1"
 FLUSH = 0.5           # seconds between store flushes in these tests
 PPS = 20000           # replay rate (the watch keeps up with far more; see bench/)
-
-
-def need(ok: object, why: str) -> None:
-    if not ok:
-        if REQUIRED:
-            pytest.fail(f"live test prerequisite missing: {why}")
-        pytest.skip(why)
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -42,12 +34,7 @@ def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 # -- fixtures ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tcpreplay() -> str:
-    import shutil
-    path = shutil.which("tcpreplay")
-    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "tcpreplay"], capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False)
-        path = shutil.which("tcpreplay")
+    path = install_debian("tcpreplay", "tcpreplay")
     need(path, "tcpreplay is not installed (apt-get install tcpreplay)")
     return str(path)
 
