@@ -228,9 +228,15 @@ def test_kill9_mid_replay_loses_at_most_one_flush(netns, tcpreplay, rounds, cata
     w1.wait_received(replay(netns, r1))
     time.sleep(3 * FLUSH)                          # round 1 is flushed
     # replay the third round slowly and kill the watch in the middle of it
+    c_ips = {h.ip for h in scan_files(c, catalogue).hosts}
     rp = subprocess.Popen(["ip", "netns", "exec", netns, "tcpreplay", "-i", "va", "--pps", "500",
                            *c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(8 * FLUSH)
+    # kill once a host of this round has been alerted and flushed a few times since
+    deadline = time.time() + 60
+    while not any(e["src_ip"] in c_ips for e in w1.events("mining")):
+        assert time.time() < deadline and rp.poll() is None, "no host of round 3 was alerted"
+        time.sleep(0.1)
+    time.sleep(4 * FLUSH)
     killed_at = time.time()
     w1.p.send_signal(signal.SIGKILL)
     w1.p.wait(timeout=30)
