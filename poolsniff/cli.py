@@ -295,9 +295,12 @@ REPORT_FORMATS = ("table", "json", "md", "html", "csv", "jsonl")
               help="Write the report to this file instead of standard output.")
 @click.option("--efficiency", type=click.Path(dir_okay=False), metavar="FILE",
               help="Energy-per-hash table (default: signatures/energy/efficiency.yaml).")
+@click.option("--geoip", type=click.Path(dir_okay=False), metavar="MMDB",
+              help="MaxMind-format city database (e.g. GeoLite2-City.mmdb) to place IPs the "
+                   "registry does not hold in a city (needs: pip install 'poolsniff[geoip]').")
 def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...],
            since: float | None, until: float | None, lang: str, fmt: str, output: str | None,
-           efficiency: str | None) -> None:
+           efficiency: str | None, geoip: str | None) -> None:
     """Report the mining found: a sweep summary, institutions, every IP.
 
     Reads a watch's store (--db, also while the watch runs) and/or saved scan
@@ -321,17 +324,18 @@ def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...]
     from poolsniff.output import write_jsonl
     from poolsniff.registry import Registry
     from poolsniff.scan import traffic_json
-    from poolsniff.sweep import build, load_efficiency
+    from poolsniff.sweep import GeoIP, build, load_efficiency
 
     try:
         result = rpt.load(db, froms)
         reg = Registry.load(*institutions) if institutions else None
         eff = load_efficiency(efficiency)
+        geo = GeoIP(geoip, lang) if geoip else None
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from exc
     if since is not None and until is not None and since > until:
         raise UsageFailure("--since is after --until")
-    rep = build(result.hosts, result.traffic, reg, since, until, eff)
+    rep = build(result.hosts, result.traffic, reg, since, until, eff, geo)
     rep["stats"] = result.stats
     rep["traffic"] = traffic_json(result.traffic)
     rep["sources"] = {"db": db, "from": list(froms), "institutions": list(institutions)}

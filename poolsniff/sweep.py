@@ -145,16 +145,52 @@ def _traffic(t: Traffic, start: float | None, end: float | None) -> dict[str, An
             "direction": "to pools", "bin_s": b}
 
 
+class GeoIP:
+    """City of an address from a MaxMind-format database (GeoLite2/GeoIP2 City, or any
+    mmdb with ``city.names``), for IPs the registry does not hold."""
+
+    def __init__(self, path: str, lang: str = "en") -> None:
+        try:
+            import maxminddb
+        except ImportError as exc:
+            raise ConfigError("--geoip needs the maxminddb package", path, None,
+                              "pip install 'poolsniff[geoip]'") from exc
+        try:
+            self.reader = maxminddb.open_database(path)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise ConfigError(f"not a MaxMind database ({exc})", path, None,
+                              "give a GeoLite2-City.mmdb or similar") from exc
+        self.langs = ("zh-CN", "en") if lang == "zh" else ("en", "zh-CN")
+
+    def city(self, ip: str) -> str | None:
+        try:
+            rec = self.reader.get(ip)
+        except ValueError:
+            return None
+        if not isinstance(rec, dict):
+            return None
+        names = (rec.get("city") or {}).get("names") or {}
+        for lang in self.langs:
+            if names.get(lang):
+                return str(names[lang])
+        return None
+
+
 def build(hosts: list[HostEvidence], traffic: Traffic, registry: Registry | None,
           since: float | None = None, until: float | None = None,
-          efficiency: dict[str, Efficiency] | None = None) -> dict[str, Any]:
-    """The report as data (the JSON contract): ``summary``, ``institutions``, ``hosts``."""
+          efficiency: dict[str, Efficiency] | None = None,
+          geoip: GeoIP | None = None) -> dict[str, Any]:
+    """The report as data (the JSON contract): ``summary``, ``institutions``, ``hosts``.
+    IPs outside the registry are placed in a city by ``geoip`` when given."""
     eff = efficiency if efficiency is not None else load_efficiency()
     sel = [h for h in hosts if h.verdict != "none"
            and (since is None or h.last_seen >= since) and (until is None or h.first_seen <= until)]
     sel.sort(key=lambda h: (-VERDICTS[h.verdict], h.ip))
     inst_of: dict[str, Institution | None] = {
         h.ip: registry.lookup(h.ip) if registry is not None else None for h in sel}
+    geo_city: dict[str, str | None] = {
+        h.ip: geoip.city(h.ip) if geoip is not None and inst_of[h.ip] is None else None
+        for h in sel}
     mining = [h for h in sel if h.verdict == "mining"]
     by_cat: Counter[str] = Counter()
     by_city: Counter[str] = Counter()
@@ -164,7 +200,7 @@ def build(hosts: list[HostEvidence], traffic: Traffic, registry: Registry | None
     for h in mining:
         inst = inst_of[h.ip]
         by_cat[inst.category if inst else UNREGISTERED] += 1
-        city = inst.city if inst and inst.city else UNREGISTERED
+        city = (inst.city if inst else geo_city[h.ip]) or UNREGISTERED
         by_city[city] += 1
         for c in h.coins.items:
             coins[c] += 1
@@ -240,6 +276,7 @@ def build(hosts: list[HostEvidence], traffic: Traffic, registry: Registry | None
         d = h.to_dict()
         inst = inst_of[h.ip]
         d["institution"] = inst.to_dict() if inst is not None else None
+        d["geoip_city"] = geo_city[h.ip]
         d["evidence_level"] = evidence_level(h)
         host_rows.append(d)
     return {"summary": summary, "institutions": rows, "hosts": host_rows,

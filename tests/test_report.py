@@ -418,3 +418,29 @@ def test_registry_longest_prefix_and_load_speed(tmp_path):
         assert r.lookup(f"{i >> 8 & 255}.{i & 255}.{i % 7}.77").name == f"i{i}"
     print(f"100000 prefixes loaded in {took:.2f}s")
     assert took < 5     # about 0.7 s on the development machine; generous for a busy CI
+
+
+def test_geoip_places_unregistered_ips_in_a_city(generated, tmp_path):
+    """IPs outside the registry get their city from a MaxMind-format database (written here
+    with mmdb-writer, read by MaxMind's own reader)."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+    w = MMDBWriter(ip_version=6, database_type="GeoIP2-City", ipv4_compatible=True)
+    w.insert_network(IPSet(["10.3.0.0/24"]), {"city": {"names": {"en": "Wuxi", "zh-CN": "无锡"}},
+                                              "country": {"iso_code": "CN"}})
+    db = tmp_path / "city.mmdb"
+    w.to_db_file(str(db))
+    scan, reg, doc = generated
+    for lang, city in (("zh", "无锡"), ("en", "Wuxi")):
+        r = ps("report", "--from", str(scan), "--institutions", str(reg), "--geoip", str(db),
+               "--lang", lang, "-f", "json")
+        assert r.returncode == 0, r.stderr
+        rep = json.loads(r.stdout)
+        n = sum(h["ip"].startswith("10.3.0.") and h["verdict"] == "mining" for h in doc["hosts"])
+        assert n == 2 and rep["summary"]["ips_by_city"][city] == n
+        assert rep["summary"]["ips_by_category"]["unregistered"] == 3     # still unregistered
+        assert {h["geoip_city"] for h in rep["hosts"] if h["ip"].startswith("10.3.0.")} == {city}
+    bad = tmp_path / "bad.mmdb"
+    bad.write_bytes(b"not a database")
+    r = ps("report", "--from", str(scan), "--geoip", str(bad))
+    assert r.returncode == 2 and "not a MaxMind database" in r.stderr
