@@ -42,7 +42,7 @@ def strip(hosts: list[dict], drop: tuple[str, ...] = ()) -> list[dict]:
     out = []
     for h in hosts:
         h = {k: v for k, v in h.items()
-             if not k.endswith("_iso") and k not in ("institution", "evidence_level")}
+             if not k.endswith("_iso") and k not in ("institution", "evidence_level", "geoip_city")}
         h["evidence"] = [{k: v for k, v in e.items() if k not in ("ts_iso", "community_id", *drop)}
                          for e in h["evidence"]]
         out.append(h)
