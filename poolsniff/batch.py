@@ -86,6 +86,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         return
     st = sc.stats
     a = np.frombuffer(blk.buf, np.uint8)
+    if not len(a):                  # only empty records: give the gathers one byte to read
+        a = np.zeros(1, np.uint8)
     base = blk.offs
     incl = blk.incl
     lt = blk.linktype
@@ -106,7 +108,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     # -- IPv4 -------------------------------------------------------------------------------
     ihl = (vb & 15).astype(np.int64) * 4
     tot = _be16(a, ip + 2)
-    v4 &= (ihl >= 20) & (ip + ihl <= cap_end) & ((_be16(a, ip + 6) & 0x3FFF) == 0)
+    v4 &= (ihl >= 20) & (ip + ihl <= cap_end) & ((_be16(a, ip + 6) & 0x3FFF) == 0) \
+        & ((tot == 0) | (tot >= ihl))      # a lying total length: the per-packet decoder counts it
     # -- IPv6 (no extension headers; those take the per-packet decoder) ---------------------
     plen6 = _be16(a, ip + 4)
     proto = np.where(v6, _u8(a, ip + 6), _u8(a, ip + 9))

@@ -317,6 +317,8 @@ class Scanner:
             for s in flow.streams:
                 self.stats.stream_gaps += s.gaps
                 self.stats.retransmitted_bytes += s.retrans_bytes
+                if s.overlap_diff:
+                    self.stats.anomaly("stream.overlap_different_data", s.overlap_diff)
                 s.release()
         flow.streams = None
         flow.framers = None
@@ -740,6 +742,6 @@ def _is_ip(text: str) -> bool:
         try:
             socket.inet_pton(fam, text)
             return True
-        except OSError:
+        except (OSError, ValueError):      # ValueError: a NUL inside a hostile name
             continue
     return False

@@ -60,8 +60,8 @@ class Institution:
                 "region": self.region, "parent": self.parent, "contact": self.contact}
 
 
-def _suggest(value: str, allowed: Any) -> str:
-    close = difflib.get_close_matches(value, sorted(allowed), n=1)
+def _suggest(value: Any, allowed: Any) -> str:
+    close = difflib.get_close_matches(str(value), sorted(allowed), n=1)
     return f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(allowed))}"
 
 
@@ -104,6 +104,9 @@ class Registry:
             line = exc.problem_mark.line + 1 if exc.problem_mark else None
             raise ConfigError(f"YAML syntax error: {exc.problem}", p, line,
                               "check indentation and quoting") from exc
+        except yaml.YAMLError as exc:        # e.g. control characters (ReaderError)
+            raise ConfigError(f"not a YAML text: {str(exc).splitlines()[0]}", p, None,
+                              "save the registry as UTF-8 text") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("institutions"), list):
             raise ConfigError("expected a mapping with an 'institutions' list", p, 1,
                               "see the README for the registry format")
@@ -134,35 +137,44 @@ class Registry:
             fh = path.open(encoding="utf-8-sig", newline="")
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror or exc}", p) from exc
-        with fh:
-            rows = csv.reader(fh)
-            try:
-                header = [h.strip().lower() for h in next(rows)]
-            except StopIteration:
-                raise ConfigError("empty CSV file", p, 1) from None
-            cols = {"name", "category", "city", "cidr", "region", "parent", "contact"}
-            for h in header:
-                if h not in cols:
-                    raise ConfigError(f"unknown column '{h}'", p, 1, _suggest(h, cols))
-            for need in ("name", "category", "cidr"):
-                if need not in header:
-                    raise ConfigError(f"missing column '{need}'", p, 1,
-                                      "columns: name,category,city,cidr[,region,parent,contact]")
-            by_name: dict[str, int] = {}
-            for i, row in enumerate(rows, start=2):
-                if not row or not any(x.strip() for x in row):
-                    continue
-                if len(row) != len(header):
-                    raise ConfigError(f"{len(row)} fields where the header has {len(header)}",
-                                      p, i, "quote names that contain commas")
-                r = {h: v.strip() or None for h, v in zip(header, row)}
-                known = by_name.get(r["name"] or "")
-                if known is not None:          # another block of the same institution
-                    self._add_cidr(self.institutions[known], known, r["cidr"] or "", p, i)
-                    continue
-                inst = self._add(p, i, r["name"], r["category"], r.get("city"), r.get("region"),
-                                 r.get("parent"), r.get("contact"), [r["cidr"] or ""])
-                by_name[inst.name] = len(self.institutions) - 1
+        try:
+            with fh:
+                self._read_csv(fh, p)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", p, None,
+                              "save the file as UTF-8 (Excel: CSV UTF-8)") from None
+        except csv.Error as exc:
+            raise ConfigError(f"CSV error: {exc}", p, None, "check quoting") from None
+
+    def _read_csv(self, fh: Any, p: str) -> None:
+        rows = csv.reader(fh)
+        try:
+            header = [h.strip().lower() for h in next(rows)]
+        except StopIteration:
+            raise ConfigError("empty CSV file", p, 1) from None
+        cols = {"name", "category", "city", "cidr", "region", "parent", "contact"}
+        for h in header:
+            if h not in cols:
+                raise ConfigError(f"unknown column '{h}'", p, 1, _suggest(h, cols))
+        for need in ("name", "category", "cidr"):
+            if need not in header:
+                raise ConfigError(f"missing column '{need}'", p, 1,
+                                  "columns: name,category,city,cidr[,region,parent,contact]")
+        by_name: dict[str, int] = {}
+        for i, row in enumerate(rows, start=2):
+            if not row or not any(x.strip() for x in row):
+                continue
+            if len(row) != len(header):
+                raise ConfigError(f"{len(row)} fields where the header has {len(header)}",
+                                  p, i, "quote names that contain commas")
+            r = {h: v.strip() or None for h, v in zip(header, row)}
+            known = by_name.get(r["name"] or "")
+            if known is not None:          # another block of the same institution
+                self._add_cidr(self.institutions[known], known, r["cidr"] or "", p, i)
+                continue
+            inst = self._add(p, i, r["name"], r["category"], r.get("city"), r.get("region"),
+                             r.get("parent"), r.get("contact"), [r["cidr"] or ""])
+            by_name[inst.name] = len(self.institutions) - 1
 
     def _add(self, path: str, line: int, name: Any, category: Any, city: Any, region: Any,
              parent: Any, contact: Any, cidrs: list[str]) -> Institution:
@@ -222,7 +234,7 @@ def _parse_ip(text: str) -> tuple[int, int]:
     for fam, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
         try:
             return fam, int.from_bytes(socket.inet_pton(af, text), "big")
-        except OSError:
+        except (OSError, ValueError):          # ValueError: an embedded NUL
             continue
     return 0, 0
 

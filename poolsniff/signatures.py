@@ -88,8 +88,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _unknown(key: str, allowed: set[str], path: str, line: int) -> ConfigError:
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+def _unknown(key: Any, allowed: set[str], path: str, line: int) -> ConfigError:
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(allowed))}"
     return ConfigError(f"unknown key '{key}'", path, line, hint)
 

@@ -23,6 +23,7 @@ import mmap
 import os
 import struct
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -35,6 +36,8 @@ from poolsniff.model import Anomaly, Packet
 READ_BLOCK = 1 << 20          # bytes read from the file at a time
 MAX_RECORD = 256 * 1024       # a record longer than this is damage, not a packet
 BATCH = 4096                  # packets per batch handed to the pipeline
+BLOCK_BYTES = 32 << 20        # a block's bytes are copied once: at most this much (jumbo/TSO
+                              # captures would otherwise make 65,536-record blocks of 4 GB)
 
 PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -163,7 +166,7 @@ class CaptureReader:
                 # for a full block
                 chunk = (self.stream.read1(max(READ_BLOCK, need)) if self.path == "-"
                          else self.stream.read(max(READ_BLOCK, need)))
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:  # damaged gzip member
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # damaged gzip
                 self._stop("decode", "capture.read_error", f"read error: {exc}")
                 chunk = b""
             if not chunk:
@@ -260,7 +263,8 @@ class CaptureReader:
         while True:
             starts: list[int] = []
             append = starts.append
-            while pos + 16 <= n and len(starts) < max_records:
+            cap = pos + BLOCK_BYTES
+            while pos + 16 <= n and len(starts) < max_records and pos < cap:
                 incl = incl_at(mm, pos + 8)[0]
                 if incl > limit or pos + 16 + incl > n:
                     break
@@ -277,7 +281,7 @@ class CaptureReader:
                 done = (pos // mmap.PAGESIZE) * mmap.PAGESIZE
                 if done and hasattr(mm, "madvise"):
                     mm.madvise(mmap.MADV_DONTNEED, 0, done)
-                if len(starts) == max_records:
+                if len(starts) == max_records or pos >= cap:
                     continue
             if pos + 16 <= n and incl_at(mm, pos + 8)[0] > limit:
                 self._stop("decode", "capture.bad_record_length",
@@ -296,7 +300,7 @@ class CaptureReader:
         incl_at = struct.Struct(order + "I").unpack_from
         frame = 0
         while True:
-            self._fill(16 * 1024 * 1024)
+            self._fill(min(16 << 20, BLOCK_BYTES))
             buf = self._buf
             pos = self._pos
             n = len(buf)
@@ -401,10 +405,10 @@ class CaptureReader:
                     val = opts[i + 4:i + 4 + olen]
                     if code == 0:
                         break
-                    if code == 9 and olen >= 1:       # if_tsresol
+                    if code == 9 and len(val) >= 1:   # if_tsresol (the option may be cut)
                         r = val[0]
                         scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
-                    elif code == 14 and olen == 8:    # if_tsoffset, seconds
+                    elif code == 14 and len(val) == 8:    # if_tsoffset, seconds
                         offset = float(struct.unpack(order + "q", val)[0])
                     i += 4 + ((olen + 3) & ~3)
                 ifaces.append((linktype, scale, offset))

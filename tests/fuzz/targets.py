@@ -1,0 +1,204 @@
+"""Fuzz targets: one function per parser, ``target(data: bytes) -> None``.
+
+A target must never raise, except the errors that are poolsniff's clean answer to bad
+input (``CaptureError`` for something that is not a capture, ``ConfigError`` for a bad
+configuration file): those become one line and exit status 2 for the user. Used by the
+long atheris run (``tests/fuzz/run_fuzz.py``) and by the short hypothesis properties in
+``tests/test_fuzz_targets.py`` that CI runs on every commit.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from poolsniff import dialects
+from poolsniff.batch import feed_block
+from poolsniff.decode import DecodeStats, decode
+from poolsniff.errors import CaptureError, ConfigError
+from poolsniff.framing import MAX_LINE_BYTES, HttpFramer, LineFramer, WebSocketFramer, parse_json
+from poolsniff.model import Segment
+from poolsniff.pipeline import Scanner
+from poolsniff.protocols import client_hello_sni, parse_dns
+from poolsniff.signatures import Catalogue
+from poolsniff.sources.pcapfile import CaptureReader
+from poolsniff.stream import MAX_OOO_BYTES, HalfStream
+
+_TMP = Path(tempfile.mkdtemp(prefix="poolsniff-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm")
+                             else None))
+_CAT: Catalogue | None = None
+LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9, 50, 147)
+
+
+def catalogue() -> Catalogue:
+    global _CAT
+    if _CAT is None:
+        _CAT = Catalogue.load()
+    return _CAT
+
+
+# -- captures ------------------------------------------------------------------------------
+def capture_reader(data: bytes) -> None:
+    """Any bytes as a capture file, read by both read paths (mapped blocks and packets)."""
+    p = _TMP / "in.cap"
+    p.write_bytes(data)
+    for blocks in (True, False):
+        try:
+            r = CaptureReader(str(p), batch_size=64)
+        except CaptureError:
+            return
+        n = 0
+        if blocks:
+            for blk in r.blocks(256):
+                n += len(blk)
+                assert (blk.offs >= 0).all() and (blk.offs + blk.incl <= len(blk.buf)).all()
+        else:
+            for batch in r:
+                n += len(batch)
+        assert n == r.frames and len(r.anomalies) <= 1
+
+
+def capture(data: bytes) -> None:
+    """Any bytes as a capture file: both read paths, then the whole pipeline."""
+    p = _TMP / "in.cap"
+    p.write_bytes(data)
+    for fast in (True, False):
+        try:
+            r = CaptureReader(str(p), batch_size=64)
+        except CaptureError:
+            return
+        sc = Scanner(catalogue(), max_flows=1000)
+        sc.begin_file("fuzz")
+        if fast:
+            for blk in r.blocks(256):
+                feed_block(sc, blk)
+        else:
+            for batch in r:
+                sc.feed(batch)
+        sc.finish_all()
+        assert len(r.anomalies) <= 1
+        for h in sc.results():
+            h.to_dict()
+
+
+def decode_frame(data: bytes) -> None:
+    lt = LINKTYPES[data[0] % len(LINKTYPES)] if data else 1
+    decode(1, 0.0, lt, data[1:], DecodeStats())
+
+
+# -- streams -------------------------------------------------------------------------------
+def _chunks(data: bytes) -> list[bytes]:
+    return data.split(b"\xff")
+
+
+def line_framer(data: bytes) -> None:
+    lines: list[bytes] = []
+    fr = LineFramer(lambda line, f, t: lines.append(line), lambda *a: None, max_line=4096)
+    for i, c in enumerate(_chunks(data)):
+        fr.feed(c, i, 0.0, gap=(len(c) % 11 == 3))
+        assert len(fr.buf) <= 4096
+    assert all(len(x) <= 4096 for x in lines)
+
+
+def tcp_stream(data: bytes) -> None:
+    hs = HalfStream(lambda *a: None)
+    for c in _chunks(data):
+        if len(c) < 4:
+            continue
+        seq = struct.unpack(">I", c[:4])[0]
+        hs.segment(seq, c[4:], 1, 0.0, missing=(c[0] & 3) * 100 if c[0] & 4 else 0)
+        assert hs.ooo_bytes <= MAX_OOO_BYTES + len(c)
+    hs.flush()
+
+
+def http_websocket(data: bytes) -> None:
+    h = HttpFramer(lambda m: None, lambda *a: None)
+    w = WebSocketFramer(lambda *a: None, lambda *a: None)
+    for i, c in enumerate(_chunks(data)):
+        h.feed(c, i, 0.0)
+        w.feed(c, i, 0.0)
+
+
+# -- messages ------------------------------------------------------------------------------
+def json_dialects(data: bytes) -> None:
+    """Lines of (often) JSON through every dialect, both directions, one session."""
+    s = dialects.Session()
+    for i, line in enumerate(data.split(b"\n")):
+        if len(line) > MAX_LINE_BYTES:
+            continue
+        msg = parse_json(line)
+        if isinstance(msg, dict):
+            dialects.sender_role(msg)
+            dialects.handle(s, msg, "toserver" if i % 2 == 0 else "toclient", i, float(i))
+    assert len(s.pending) <= dialects.MAX_PENDING and len(s.jobs) <= dialects.MAX_JOBS
+
+
+def dns(data: bytes) -> None:
+    parse_dns(data)
+
+
+def tls_client_hello(data: bytes) -> None:
+    client_hello_sni(data)
+    client_hello_sni(b"\x16\x03\x01" + data)
+
+
+def pipeline(data: bytes) -> None:
+    """Payload bytes as the two directions of one TCP session through the whole scanner,
+    then every output format (the attacker writes the strings the report shows)."""
+    from poolsniff.output import render
+    from poolsniff.scan import ScanResult, count_verdicts
+
+    sc = Scanner(catalogue(), max_flows=100)
+    sc.begin_file("fuzz")
+    a, b = b"\x0a\x00\x00\x01", b"\xcb\x00\x71\x01"
+    seqs = [1000, 5000]
+    sc._tcp(Segment(1, 1.0, 4, a, b, 6, 40000, 3333, 0x02, 999, b"", 60))
+    sc._tcp(Segment(2, 1.1, 4, b, a, 6, 3333, 40000, 0x12, 4999, b"", 60))
+    for i, c in enumerate(_chunks(data)):
+        side = i % 2
+        src, dst = (a, b) if side == 0 else (b, a)
+        sp, dp = (40000, 3333) if side == 0 else (3333, 40000)
+        sc._tcp(Segment(3 + i, 1.2 + i, 4, src, dst, 6, sp, dp, 0x18, seqs[side], c, 40 + len(c)))
+        seqs[side] = (seqs[side] + len(c)) & 0xFFFFFFFF
+    sc.finish_all()
+    res = ScanResult(sc.results(), sc.stats.to_dict())
+    count_verdicts(res.stats, res.hosts)
+    for fmt in ("json", "jsonl", "csv", "table"):
+        render(res, fmt, io.StringIO())
+
+
+# -- configuration -------------------------------------------------------------------------
+def signatures_yaml(data: bytes) -> None:
+    d = _TMP / "sig"
+    d.mkdir(exist_ok=True)
+    (d / "pools.yaml").write_bytes(data)
+    try:
+        Catalogue.load(str(d))
+    except ConfigError:
+        pass
+
+
+def registry(data: bytes) -> None:
+    from poolsniff.registry import Registry
+    for name in ("reg.yaml", "reg.csv"):
+        p = _TMP / name
+        p.write_bytes(data)
+        try:
+            r = Registry.load(str(p))
+        except ConfigError:
+            continue
+        r.lookup("10.1.2.3")
+        r.lookup("2001:db8::1")
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "capture_pcap": capture_reader, "capture_pcapng": capture_reader,
+    "scan_pcap": capture, "decode": decode_frame,
+    "line_framer": line_framer, "tcp_stream": tcp_stream, "http_websocket": http_websocket,
+    "json_dialects": json_dialects, "dns": dns, "tls_client_hello": tls_client_hello,
+    "pipeline": pipeline, "signatures_yaml": signatures_yaml, "registry": registry,
+}
