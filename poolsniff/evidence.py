@@ -62,7 +62,8 @@ class CappedSet:
 class FlowRecord:
     """Evidence of one flow, folded from the observations of its session."""
 
-    __slots__ = ("file", "proof", "dialects", "methods", "logins", "agents", "worker_fields",
+    __slots__ = ("file", "proof", "dialects", "methods", "logins", "logins_more", "agents",
+                 "worker_fields",
                  "pool_hosts", "submitted", "accepted", "rejected", "stale", "jobs",
                  "difficulties", "difficulty_changes", "reported", "reported_n", "reported_sum",
                  "reject_errors", "evidence", "evidence_total", "algo", "work_raw", "work_unit",
@@ -75,6 +76,7 @@ class FlowRecord:
         self.dialects: list[str] = []
         self.methods: dict[str, int] = {}
         self.logins: list[str] = []
+        self.logins_more = 0           # logins past MAX_SET (counted, not kept)
         self.agents: list[str] = []
         self.worker_fields: list[str] = []
         self.pool_hosts: list[tuple[str, int | None]] = []
@@ -130,7 +132,9 @@ class FlowRecord:
                           method=name)
         elif k == "login":
             login = d.get("login")
-            if login and login not in self.logins and len(self.logins) < MAX_SET:
+            if login and login not in self.logins and len(self.logins) >= MAX_SET:
+                self.logins_more += 1
+            elif login and login not in self.logins:
                 self.logins.append(login)
                 if d.get("via") != "submit":
                     self.note(f"login '{login[:80]}'", o.frame, o.ts, o.direction)
@@ -313,6 +317,7 @@ class HostEvidence:
                 flow_coins.add(w.coin)
                 who = who or w.address
             who = who or login
+        self.workers.more += rec.logins_more
         for a in rec.agents:
             self.agents.add(a)
         self.submitted += rec.submitted
@@ -511,19 +516,36 @@ class Traffic:
     bins add."""
 
     BIN_S = 300
+    MAX_SPREAD = 8640          # bins one session is spread over (30 days: its last 30 days)
+    MAX_BINS = 105_120         # bins kept (a year); a capture's timestamps are not trusted
 
     def __init__(self) -> None:
         self.bins: dict[int, list[int]] = {}     # bin start (epoch s) -> [to pools, from pools]
+        self.dropped = 0                          # bytes of bins past MAX_BINS (not kept)
 
     def __len__(self) -> int:
         return len(self.bins)
 
+    def _cell(self, k: int) -> list[int] | None:
+        cell = self.bins.get(k)
+        if cell is None:
+            if len(self.bins) >= self.MAX_BINS:
+                return None
+            cell = self.bins[k] = [0, 0]
+        return cell
+
     def spread(self, first: float, last: float, toserver: int, toclient: int) -> None:
         b = self.BIN_S
+        if not (math.isfinite(first) and math.isfinite(last)):
+            return
+        first = max(first, last - self.MAX_SPREAD * b)
         start = int(first // b) * b
         end = int(last // b) * b
         if end <= start or last <= first:
-            cell = self.bins.setdefault(start, [0, 0])
+            cell = self._cell(start)
+            if cell is None:
+                self.dropped += toserver + toclient
+                return
             cell[0] += toserver
             cell[1] += toclient
             return
@@ -532,7 +554,10 @@ class Traffic:
         t = start
         while t <= end:
             lo, hi = max(first, t), min(last, t + b)
-            cell = self.bins.setdefault(t, [0, 0])
+            cell = self._cell(t)
+            if cell is None:
+                self.dropped += toserver + toclient - given[0] - given[1]
+                return
             if t == end:               # the remainder: the sums stay exact
                 cell[0] += toserver - given[0]
                 cell[1] += toclient - given[1]
@@ -545,8 +570,12 @@ class Traffic:
             t += b
 
     def merge(self, o: Traffic) -> None:
+        self.dropped += o.dropped
         for k, (a, c) in o.bins.items():
-            cell = self.bins.setdefault(k, [0, 0])
+            cell = self._cell(k)
+            if cell is None:
+                self.dropped += a + c
+                continue
             cell[0] += a
             cell[1] += c
 
@@ -557,7 +586,10 @@ class Traffic:
     def from_list(cls, rows: list[list[int]]) -> Traffic:
         t = cls()
         for k, a, c in rows:
-            cell = t.bins.setdefault(int(k), [0, 0])
+            cell = t._cell(int(k))
+            if cell is None:
+                t.dropped += int(a) + int(c)
+                continue
             cell[0] += int(a)
             cell[1] += int(c)
         return t
