@@ -116,6 +116,9 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
         if ihl < 20 or len(buf) < off + ihl:
             stats.skip("ip.bad_header_length")
             return None
+        if 0 < total < ihl:                                # a total shorter than the header
+            stats.skip("ip.bad_total_length")
+            return None
         end = off + total if total >= ihl else len(buf)   # total 0: TSO capture
         declared = end
         if end > len(buf):

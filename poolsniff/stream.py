@@ -29,7 +29,7 @@ def _seq_diff(a: int, b: int) -> int:
 class HalfStream:
     """Reassembles one direction; calls ``deliver`` with contiguous bytes."""
 
-    __slots__ = ("next_seq", "ooo", "ooo_bytes", "deliver", "gaps", "retrans_bytes",
+    __slots__ = ("next_seq", "ooo", "ooo_bytes", "deliver", "gaps", "retrans_bytes", "overlap_diff", "last",
                  "midstream")
 
     def __init__(self, deliver: Deliver) -> None:
@@ -39,6 +39,8 @@ class HalfStream:
         self.deliver = deliver
         self.gaps = 0
         self.retrans_bytes = 0
+        self.overlap_diff = 0          # retransmitted bytes that differ from what was delivered
+        self.last = b""                # the last segment delivered (to compare overlaps with)
         self.midstream = False
 
     def syn(self, seq: int) -> None:
@@ -64,6 +66,13 @@ class HalfStream:
         d = _seq_diff(seq, self.next_seq)
         if d < 0:
             skip = -d
+            if skip <= len(self.last):
+                # what it repeats must be what was delivered (first copy wins; a different
+                # copy is an evasion attempt or corruption, counted)
+                n = min(skip, len(data))
+                at = len(self.last) - skip
+                if data[:n] != self.last[at:at + n]:
+                    self.overlap_diff += 1
             if skip >= len(data):
                 self.retrans_bytes += len(data)
                 return
@@ -79,6 +88,8 @@ class HalfStream:
         if d > MAX_WINDOW:
             return
         old = self.ooo.get(seq)
+        if old is not None and old[0][:len(data)] != data[:len(old[0])]:
+            self.overlap_diff += 1
         if old is not None and len(old[0]) >= len(data):
             self.retrans_bytes += len(data)
             return
@@ -130,6 +141,8 @@ class HalfStream:
         self._drain()
 
     def _emit(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
+        if data:
+            self.last = data
         self.deliver(data, frame, ts, gap)
 
     def _drain(self) -> None:
