@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import socket
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -135,9 +136,19 @@ CSV_FIELDS = ["ip", "verdict", "coins", "dialects", "pools", "workers", "wallets
 
 def csv_safe(v: str) -> str:
     """Neutralise spreadsheet formulas in attacker-controlled text."""
-    if v and v[0] in "=+-@\t\r":
+    if v and v[0] in "=+-@\t\r\n":
         return "'" + v
     return v
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def term_safe(v: str) -> str:
+    """Attacker-controlled text for a terminal: control characters (ESC sequences could
+    recolour, hide or retitle the analyst's terminal) shown as \\xNN, rich markup escaped."""
+    from rich.markup import escape
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", v))
 
 
 def _rates(hd: dict[str, Any]) -> str:
@@ -177,7 +188,6 @@ def _size(n: int) -> str:
 
 def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     console = Console(file=fh, force_terminal=color, width=200 if not color else None,
@@ -196,12 +206,12 @@ def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
         if len(hd["workers"]) > 2:
             workers += f" (+{len(hd['workers']) - 2})"
         ev = hd["evidence"][0] if hd["evidence"] else {}
-        table.add_row(escape(hd["ip"]), hd["verdict"], escape(",".join(hd["coins"])),
-                      escape(pools), escape(workers),
+        table.add_row(term_safe(hd["ip"]), hd["verdict"], term_safe(",".join(hd["coins"])),
+                      term_safe(pools), term_safe(workers),
                       f"{hd['shares']['accepted']}/{hd['shares']['submitted']}",
-                      escape(_rates(hd) or "-"),
+                      term_safe(_rates(hd) or "-"),
                       f"{_size(hd['bytes_toserver'])} / {_size(hd['bytes_toclient'])}",
-                      escape(f"#{ev.get('pcap_cnt', '')} {ev.get('reason', '')}"[:60]))
+                      term_safe(f"#{ev.get('pcap_cnt', '')} {ev.get('reason', '')}"[:60]))
     console.print(table)
     s = res.stats
     console.print(f"{s['packets']} packets, {s['flows']} flows, {s['flows_mining']} mining flows, "

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from poolsniff import __version__
 from poolsniff.estimate import human_rate
-from poolsniff.output import csv_safe
+from poolsniff.output import _CONTROL, csv_safe
 
 L: dict[str, dict[str, str]] = {
     "title": {"en": "Cryptocurrency mining sweep report", "zh": "加密货币挖矿排查报告"},
@@ -233,10 +233,13 @@ def write_md(rep: dict[str, Any], fh: TextIO, lang: str) -> None:
 def write_table(rep: dict[str, Any], fh: TextIO, lang: str, color: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
+    from rich.text import Text as _Text
 
     con = Console(file=fh, force_terminal=color, no_color=not color, width=140,
                   highlight=False, markup=False)
+
+    def Text(v: str) -> Any:  # noqa: N802 - every cell is attacker-reachable text
+        return _Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", v))
     cats = rep["categories"]
     st = Table(title=t("summary", lang), show_header=False)
     st.add_column()
