@@ -274,11 +274,10 @@ REPORT_FORMATS = ("table", "json", "md", "html", "csv", "jsonl")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", type=click.Path(dir_okay=False),
-              help="Evidence store written by 'poolsniff watch'.")
-@click.option("--from", "froms", multiple=True, type=click.Path(dir_okay=False),
-              metavar="SCAN.json", help="A result saved by 'scan --format json' (repeat to merge).")
-@click.option("--institutions", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--db", metavar="STORE", help="Evidence store written by 'poolsniff watch'.")
+@click.option("--from", "froms", multiple=True, metavar="SCAN.json",
+              help="A result saved by 'scan --format json' (repeat to merge).")
+@click.option("--institutions", multiple=True, metavar="FILE",
               help="Institution registry, YAML or CSV (CIDR blocks → institution, category, "
                    "city); repeatable. Without it every IP is 'not in the registry'.")
 @click.option("--since", type=When(), help="Only hosts active at or after this time (UTC).")
@@ -293,9 +292,9 @@ REPORT_FORMATS = ("table", "json", "md", "html", "csv", "jsonl")
                    "in Excel); jsonl: eve.json-style events.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write the report to this file instead of standard output.")
-@click.option("--efficiency", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--efficiency", metavar="FILE",
               help="Energy-per-hash table (default: signatures/energy/efficiency.yaml).")
-@click.option("--geoip", type=click.Path(dir_okay=False), metavar="MMDB",
+@click.option("--geoip", metavar="MMDB",
               help="MaxMind-format city database (e.g. GeoLite2-City.mmdb) to place IPs the "
                    "registry does not hold in a city (needs: pip install 'poolsniff[geoip]').")
 def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...],

@@ -83,6 +83,9 @@ class Registry:
         reg = cls()
         for p in paths:
             path = Path(p)
+            if path.is_dir():
+                raise ConfigError("is a directory, not an institution registry", p, None,
+                                  "give a YAML or CSV file with --institutions")
             if not path.is_file():
                 raise ConfigError("no such institution registry", p, None,
                                   "give a YAML or CSV file with --institutions")
@@ -98,8 +101,11 @@ class Registry:
         p = str(path)
         try:
             doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read: {exc}", p) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", p) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", p, None,
+                              "save the registry as UTF-8") from exc
         except yaml.MarkedYAMLError as exc:
             line = exc.problem_mark.line + 1 if exc.problem_mark else None
             raise ConfigError(f"YAML syntax error: {exc.problem}", p, line,

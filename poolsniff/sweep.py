@@ -49,8 +49,16 @@ def load_efficiency(path: str | None = None) -> dict[str, Efficiency]:
         path = str(base / "energy" / "efficiency.yaml")
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the efficiency table: {exc}", path) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the efficiency table: {exc.strerror or exc}", path) from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError("cannot read the efficiency table: "
+                          f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}", path,
+                          mark.line + 1 if mark else None) from exc
+    if not isinstance(doc, dict):
+        raise ConfigError("the efficiency table must be a mapping with an 'efficiency' list",
+                          path, 1)
     out: dict[str, Efficiency] = {}
     for i, e in enumerate(doc.get("efficiency") or []):
         try:
