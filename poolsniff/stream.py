@@ -26,6 +26,9 @@ def _seq_diff(a: int, b: int) -> int:
     return d - 0x100000000 if d >= 0x80000000 else d
 
 
+TAIL = 64    # delivered bytes kept per direction to check retransmissions against
+
+
 class HalfStream:
     """Reassembles one direction; calls ``deliver`` with contiguous bytes."""
 
@@ -66,12 +69,20 @@ class HalfStream:
         d = _seq_diff(seq, self.next_seq)
         if d < 0:
             skip = -d
-            if skip <= len(self.last):
+            if self.last:
                 # what it repeats must be what was delivered (first copy wins; a different
-                # copy is an evasion attempt or corruption, counted)
-                n = min(skip, len(data))
-                at = len(self.last) - skip
-                if data[:n] != self.last[at:at + n]:
+                # copy is an evasion attempt or corruption, counted). Only the last TAIL
+                # delivered bytes are kept: what overlaps them is compared.
+                last = self.last
+                if skip <= len(data):               # it reaches next_seq, as last does
+                    k = min(skip, len(last))
+                    region, ref = data[skip - k:skip], last[len(last) - k:]
+                elif skip <= len(last):             # old bytes, all inside the kept tail
+                    at = len(last) - skip
+                    region, ref = data, last[at:at + len(data)]
+                else:
+                    region = ref = b""
+                if region != ref:
                     self.overlap_diff += 1
             if skip >= len(data):
                 self.retrans_bytes += len(data)
@@ -142,7 +153,7 @@ class HalfStream:
 
     def _emit(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
         if data:
-            self.last = data
+            self.last = data[-TAIL:] if len(data) > TAIL else data
         self.deliver(data, frame, ts, gap)
 
     def _drain(self) -> None:
