@@ -526,13 +526,17 @@ class Traffic:
     def __len__(self) -> int:
         return len(self.bins)
 
-    def _cell(self, k: int) -> list[int] | None:
+    def add(self, k: int, toserver: int, toclient: int) -> bool:
+        """Add bytes to the bin starting at ``k``; False (and counted) when the series is full."""
         cell = self.bins.get(k)
         if cell is None:
             if len(self.bins) >= self.MAX_BINS:
-                return None
+                self.dropped += toserver + toclient
+                return False
             cell = self.bins[k] = [0, 0]
-        return cell
+        cell[0] += toserver
+        cell[1] += toclient
+        return True
 
     def spread(self, first: float, last: float, toserver: int, toclient: int) -> None:
         b = self.BIN_S
@@ -542,42 +546,28 @@ class Traffic:
         start = int(first // b) * b
         end = int(last // b) * b
         if end <= start or last <= first:
-            cell = self._cell(start)
-            if cell is None:
-                self.dropped += toserver + toclient
-                return
-            cell[0] += toserver
-            cell[1] += toclient
+            self.add(start, toserver, toclient)
             return
         span = last - first
         given = [0, 0]
         t = start
         while t <= end:
             lo, hi = max(first, t), min(last, t + b)
-            cell = self._cell(t)
-            if cell is None:
-                self.dropped += toserver + toclient - given[0] - given[1]
-                return
             if t == end:               # the remainder: the sums stay exact
-                cell[0] += toserver - given[0]
-                cell[1] += toclient - given[1]
+                a, c = toserver - given[0], toclient - given[1]
             else:
                 a, c = int(toserver * (hi - lo) / span), int(toclient * (hi - lo) / span)
-                cell[0] += a
-                cell[1] += c
-                given[0] += a
-                given[1] += c
+            if not self.add(t, a, c):
+                self.dropped += toserver + toclient - given[0] - given[1] - a - c
+                return
+            given[0] += a
+            given[1] += c
             t += b
 
     def merge(self, o: Traffic) -> None:
         self.dropped += o.dropped
         for k, (a, c) in o.bins.items():
-            cell = self._cell(k)
-            if cell is None:
-                self.dropped += a + c
-                continue
-            cell[0] += a
-            cell[1] += c
+            self.add(k, a, c)
 
     def to_list(self) -> list[list[int]]:
         return [[k, a, c] for k, (a, c) in sorted(self.bins.items())]
@@ -586,12 +576,7 @@ class Traffic:
     def from_list(cls, rows: list[list[int]]) -> Traffic:
         t = cls()
         for k, a, c in rows:
-            cell = t._cell(int(k))
-            if cell is None:
-                t.dropped += int(a) + int(c)
-                continue
-            cell[0] += int(a)
-            cell[1] += int(c)
+            t.add(int(k), int(a), int(c))
         return t
 
 
