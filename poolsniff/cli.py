@@ -29,17 +29,20 @@ class UsageFailure(click.UsageError):
 def cli() -> None:
     """Find cryptocurrency mining in network traffic.
 
-    poolsniff reads packet captures (or, later, a live interface), recognises
-    every mining protocol dialect it knows (Stratum V1, EthereumStratum,
-    eth-proxy, KawPow/Equihash/Kaspa, XMRig, Grin, HTTP getwork, browser
-    WebSocket miners) and pool host names in DNS, TLS SNI and HTTP, and lists
-    every host that mines with the packets that prove it.
+    poolsniff reads packet captures (scan) or a live interface (watch),
+    recognises every mining protocol dialect it knows (Stratum V1,
+    EthereumStratum, eth-proxy, KawPow/Equihash/Kaspa, XMRig, Grin, HTTP
+    getwork, browser WebSocket miners) and pool host names in DNS, TLS SNI and
+    HTTP, and lists every host that mines with the packets that prove it;
+    report turns that evidence into a sweep report per institution.
 
     \b
     Examples:
       poolsniff scan capture.pcap
       poolsniff scan --format json -o result.json day1.pcapng day2.pcap.gz
       tcpdump -i eth1 -w - | poolsniff scan --format jsonl -
+      poolsniff watch -i eth1 --db evidence.db --alerts alerts.json --user poolsniff
+      poolsniff report --db evidence.db --institutions campus.yaml --lang zh -f html -o r.html
       poolsniff signatures list
     """
 
