@@ -35,19 +35,32 @@ def algo_coin(algo: str | None) -> str | None:
 
 @dataclass
 class CappedSet:
-    """A set that keeps at most ``cap`` items and counts the rest."""
+    """A set that keeps at most ``cap`` items and counts the rest.
+
+    What is kept does not depend on the order items arrive in (flows finish in an order
+    that depends on timing): the ``cap`` smallest by ``repr`` are kept, so a scan, a watch
+    and a merge of partial results keep the same items."""
 
     items: set[Any] = field(default_factory=set)
     more: int = 0
     cap: int = MAX_SET
+    _max: Any = None            # repr of the largest kept item, once full
 
     def add(self, x: Any) -> None:
-        if x in self.items:
+        items = self.items
+        if x in items:
             return
-        if len(self.items) < self.cap:
-            self.items.add(x)
-        else:
-            self.more += 1
+        if len(items) < self.cap:
+            items.add(x)
+            return
+        self.more += 1
+        r = repr(x)
+        if self._max is None:
+            self._max = max(items, key=repr)
+        if r < repr(self._max):             # x belongs among the kept: the largest leaves
+            items.discard(self._max)
+            items.add(x)
+            self._max = max(items, key=repr)
 
     def merge(self, other: CappedSet) -> None:
         for x in sorted(other.items, key=repr):

@@ -46,3 +46,31 @@ def test_merged_host_keeps_both_coins_and_rates(catalogue):
     assert [r["algorithm"] for r in h["hashrate"]] == ["ethash", "rx/0"]   # never one sum
     assert h["shares"]["accepted"] == 18 and h["sessions"] == 2
     assert h["first_seen"] < h["last_seen"] - 3000
+
+
+def test_capped_sets_keep_the_same_items_whatever_the_order_or_split():
+    """Flows finish in an order that depends on timing, and partial results merge: the
+    items a capped set keeps must not depend on either."""
+    import random
+
+    from poolsniff.evidence import CappedSet
+    items = [f"worker{i}" for i in range(40)] + [("203.0.113.9", p, None) for p in range(30)]
+    kept = None
+    rng = random.Random(5)
+    for _ in range(20):
+        order = items[:]
+        rng.shuffle(order)
+        one = CappedSet(cap=10)
+        for x in order:
+            one.add(x)
+        a, b = CappedSet(cap=10), CappedSet(cap=10)
+        cut = rng.randrange(len(order))
+        for x in order[:cut]:
+            a.add(x)
+        for x in order[cut:]:
+            b.add(x)
+        a.merge(b)
+        assert one.items == a.items
+        kept = kept or one.items
+        assert one.items == kept == set(sorted(items, key=repr)[:10])
+        assert one.more >= len(items) - 10
