@@ -144,11 +144,16 @@ def csv_safe(v: str) -> str:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+def visible_controls(v: str) -> str:
+    """Control characters shown as \\xNN: ESC sequences in attacker-controlled text could
+    recolour, hide or retitle the analyst's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", v)
+
+
 def term_safe(v: str) -> str:
-    """Attacker-controlled text for a terminal: control characters (ESC sequences could
-    recolour, hide or retitle the analyst's terminal) shown as \\xNN, rich markup escaped."""
+    """Attacker-controlled text for a rich table with markup: controls visible, markup escaped."""
     from rich.markup import escape
-    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", v))
+    return escape(visible_controls(v))
 
 
 def _rates(hd: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from poolsniff import __version__
 from poolsniff.estimate import human_rate
-from poolsniff.output import _CONTROL, csv_safe
+from poolsniff.output import csv_safe, visible_controls
 
 L: dict[str, dict[str, str]] = {
     "title": {"en": "Cryptocurrency mining sweep report", "zh": "加密货币挖矿排查报告"},
@@ -239,7 +239,7 @@ def write_table(rep: dict[str, Any], fh: TextIO, lang: str, color: bool = False)
                   highlight=False, markup=False)
 
     def Text(v: str) -> Any:  # noqa: N802 - every cell is attacker-reachable text
-        return _Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", v))
+        return _Text(visible_controls(v))
     cats = rep["categories"]
     st = Table(title=t("summary", lang), show_header=False)
     st.add_column()

@@ -9,7 +9,6 @@ efficiency figure and source used.
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +289,3 @@ def build(hosts: list[HostEvidence], traffic: Traffic, registry: Registry | None
     return {"summary": summary, "institutions": rows, "hosts": host_rows,
             "categories": {k: {"en": v[0], "zh": v[1]} for k, v in CATEGORIES.items()}}
 
-
-def finite(x: float | None) -> float | None:
-    return None if x is None or math.isinf(x) else x

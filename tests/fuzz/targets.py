@@ -42,14 +42,21 @@ def catalogue() -> Catalogue:
 
 
 # -- captures ------------------------------------------------------------------------------
-def capture_reader(data: bytes) -> None:
-    """Any bytes as a capture file, read by both read paths (mapped blocks and packets)."""
+def _reader(data: bytes) -> CaptureReader | None:
+    """A reader over ``data`` written as a file, or None when it is not a capture."""
     p = _TMP / "in.cap"
     p.write_bytes(data)
+    try:
+        return CaptureReader(str(p), batch_size=64)
+    except CaptureError:
+        return None
+
+
+def capture_reader(data: bytes) -> None:
+    """Any bytes as a capture file, read by both read paths (mapped blocks and packets)."""
     for blocks in (True, False):
-        try:
-            r = CaptureReader(str(p), batch_size=64)
-        except CaptureError:
+        r = _reader(data)
+        if r is None:
             return
         n = 0
         if blocks:
@@ -64,12 +71,9 @@ def capture_reader(data: bytes) -> None:
 
 def capture(data: bytes) -> None:
     """Any bytes as a capture file: both read paths, then the whole pipeline."""
-    p = _TMP / "in.cap"
-    p.write_bytes(data)
     for fast in (True, False):
-        try:
-            r = CaptureReader(str(p), batch_size=64)
-        except CaptureError:
+        r = _reader(data)
+        if r is None:
             return
         sc = Scanner(catalogue(), max_flows=1000)
         sc.begin_file("fuzz")
