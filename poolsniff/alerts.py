@@ -43,6 +43,7 @@ class Alerter:
         for h in sorted(hosts, key=lambda x: x.ip):
             if h.verdict != "mining":
                 continue
+            hd: dict[str, Any] | None = None     # the host's record, built once if it alerts
             for link in h.links.sorted():
                 pool_ip, port, domain, who, coin = link
                 pool = f"{pool_ip}:{port}"
@@ -65,16 +66,16 @@ class Alerter:
                 first = prev[0] if prev else now
                 self.alerted[key] = self.dirty[key] = (first, now)
                 self._note(*key)
-                out.append(self._event(h, pool_ip, port, domain, who, coin, change, now))
+                hd = hd or h.to_dict()
+                out.append(self._event(hd, pool_ip, port, domain, who, coin, change, now))
         return out
 
     @staticmethod
-    def _event(h: HostEvidence, pool_ip: str, port: int, domain: str | None, who: str,
+    def _event(hd: dict[str, Any], pool_ip: str, port: int, domain: str | None, who: str,
                coin: str, change: str, now: float) -> dict[str, Any]:
-        hd = h.to_dict()
         ev = [dict(e, ts=eve_time(e.get("ts"))) for e in hd["evidence"][:5]]
         return envelope("mining", now, {
-            "src_ip": h.ip, "dest_ip": pool_ip, "dest_port": port, "proto": "TCP",
+            "src_ip": hd["ip"], "dest_ip": pool_ip, "dest_port": port, "proto": "TCP",
             "app_proto": "stratum",
             "alert": {"signature_id": 9100010, "rev": 1, "category": "cryptomining",
                       "severity": 1 if change == "new_host" else 2,
@@ -82,7 +83,7 @@ class Alerter:
                       "action": "allowed"},
             "mining": {"change": change, "pool": {"ip": pool_ip, "port": port, "domain": domain},
                        "wallet_or_login": who or None, "coin": coin or None,
-                       "verdict": h.verdict, "reasons": hd["reasons"], "dialects": hd["dialects"],
+                       "verdict": hd["verdict"], "reasons": hd["reasons"], "dialects": hd["dialects"],
                        "workers": hd["workers"][:10], "shares": hd["shares"],
                        "hashrate": hd["hashrate"], "first_seen": eve_time(hd["first_seen"]),
                        "last_seen": eve_time(hd["last_seen"]), "evidence": ev},

@@ -8,6 +8,7 @@ both, which is what makes long watches, restarts and scale-out correct.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -597,6 +598,16 @@ _SETS = ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents"
          "domains", "difficulty", "links")
 _COUNTS = ("difficulty_changes", "jobs", "submitted", "accepted", "rejected", "stale",
            "bytes_toserver", "bytes_toclient", "pkts_toserver", "pkts_toclient", "sessions")
+
+
+def merge_hosts(into: dict[str, HostEvidence], hosts: Iterable[HostEvidence]) -> None:
+    """Merge host records into a table by IP (the table takes the records it had no IP for)."""
+    for h in hosts:
+        mine = into.get(h.ip)
+        if mine is None:
+            into[h.ip] = h
+        else:
+            mine.merge(h)
 
 
 def host_order(h: HostEvidence) -> tuple[int, str]:

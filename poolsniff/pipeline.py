@@ -141,7 +141,6 @@ class Scanner:
         self.anomaly_events: list[dict[str, Any]] = []
         self.domain_events: list[dict[str, Any]] = []
         self.traffic = Traffic()       # bytes of pool sessions per 5-minute bin
-        self._live_traffic = Traffic()
         self.file = ""
         self._since_sweep = 0
 
@@ -594,12 +593,9 @@ class Scanner:
                     break
         return endpoint, client if client is not None else self._guess_client(flow)
 
-    def snapshot_traffic(self) -> Traffic:
-        """The pool traffic of the open flows (as :meth:`snapshot` accounts them)."""
-        return self._live_traffic
-
-    def snapshot(self) -> dict[str, HostEvidence]:
-        """What the flows still open would add to the hosts if they ended now.
+    def snapshot(self) -> tuple[dict[str, HostEvidence], Traffic]:
+        """What the flows still open would add to the hosts (and to the pool traffic) if
+        they ended now.
 
         Nothing is changed: each live flow is accounted from a copy of its record into
         a separate host table. A watch stores this beside the finished evidence, so a
@@ -615,8 +611,7 @@ class Scanner:
                 endpoint, client = self._resolve(flow)
                 rec = flow.record.copy() if flow.record is not None else None
                 self._account(flow, rec, endpoint, client)
-            self._live_traffic = self.traffic
-            return self.hosts
+            return self.hosts, self.traffic
         finally:
             self.hosts = finished
             self.traffic = finished_traffic

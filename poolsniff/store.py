@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from poolsniff.errors import ConfigError
-from poolsniff.evidence import HostEvidence, Traffic
+from poolsniff.evidence import HostEvidence, Traffic, merge_hosts
 
 SCHEMA_VERSION = 2
 
@@ -240,14 +240,8 @@ class EvidenceStore:
     def hosts(self) -> list[HostEvidence]:
         """Every host: finished evidence merged with the open flows of every run."""
         out: dict[str, HostEvidence] = {}
-        for ip, st in self.db.execute("SELECT ip, state FROM hosts ORDER BY ip"):
-            out[ip] = _load(st)
-        for ip, st in self.db.execute("SELECT ip, state FROM live ORDER BY run, ip"):
-            h = _load(st)
-            if ip in out:
-                out[ip].merge(h)
-            else:
-                out[ip] = h
+        for query in ("SELECT state FROM hosts ORDER BY ip", "SELECT state FROM live ORDER BY run, ip"):
+            merge_hosts(out, (_load(st) for (st,) in self.db.execute(query)))
         return list(out.values())
 
     def traffic(self) -> Traffic:

@@ -26,7 +26,7 @@ from typing import Any
 from poolsniff.alerts import Alerter, AlertSink
 from poolsniff.batch import feed_block
 from poolsniff.errors import ConfigError
-from poolsniff.evidence import HostEvidence, Traffic
+from poolsniff.evidence import HostEvidence, Traffic, merge_hosts
 from poolsniff.output import envelope
 from poolsniff.pipeline import Scanner
 from poolsniff.signatures import Catalogue
@@ -204,13 +204,9 @@ class Watcher:
                final: bool = False) -> bool:
         sc = self.scanner
         finished, traffic = sc.take_hosts()
-        for ip, h in finished.items():
-            if ip in self.pending:
-                self.pending[ip].merge(h)
-            else:
-                self.pending[ip] = h
+        merge_hosts(self.pending, finished.values())
         self.pending_traffic.merge(traffic)
-        live = sc.snapshot()
+        live, live_traffic = sc.snapshot()
         changed = list(self.pending.values()) + list(live.values())
         events = self.alerter.check(changed, time.time())
         self.pending_alerted.update(self.alerter.take_dirty())
@@ -223,7 +219,7 @@ class Watcher:
         self.alerts_sent += len(events)
         try:
             store.flush(self.pending, live, self._stats(src), self.pending_alerted, final,
-                        self.pending_traffic, sc.snapshot_traffic())
+                        self.pending_traffic, live_traffic)
         except StoreError as exc:
             self.failed_flushes += 1
             if self.store_error != str(exc):
