@@ -7,9 +7,14 @@ both, which is what makes long watches, restarts and scale-out correct.
 
 from __future__ import annotations
 
+import base64
 import math
+import sys
+from array import array
+from bisect import bisect_left
+from hashlib import blake2b
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from poolsniff.coins import find_wallets
@@ -34,39 +39,169 @@ def algo_coin(algo: str | None) -> str | None:
     return ALGO_COIN.get(algo)
 
 
-@dataclass
+SKETCH_K = 4096          # distinct items counted exactly per capped set, estimated beyond
+
+
+def stable_hash(x: Any) -> int:
+    """A 64-bit hash of an item that is the same in every process (Python's ``hash`` of a
+    string is salted per process; a store outlives processes)."""
+    return int.from_bytes(blake2b(repr(x).encode("utf-8", "backslashreplace"),
+                                  digest_size=8).digest(), "big")
+
+
 class CappedSet:
-    """A set that keeps at most ``cap`` items and counts the rest.
+    """A set that keeps at most ``cap`` items and counts how many distinct items it saw.
 
-    What is kept does not depend on the order items arrive in (flows finish in an order
-    that depends on timing): the ``cap`` smallest by ``repr`` are kept, so a scan, a watch
-    and a merge of partial results keep the same items."""
+    Both are independent of the order items arrive in and of how the items are split into
+    parts that are merged later (flows finish in an order that depends on timing; a watch
+    merges flushes; reports merge stores), so a scan, a watch and a merge agree:
 
-    items: set[Any] = field(default_factory=set)
-    more: int = 0
-    cap: int = MAX_SET
-    _max: Any = None            # repr of the largest kept item, once full
+    * kept: the ``cap`` smallest items by ``repr``;
+    * counted: once more than ``cap`` items arrive, a k-minimum-values sketch of their
+      stable hashes (the ``SKETCH_K`` smallest) is kept beside them: up to ``SKETCH_K``
+      distinct items the count is exact; beyond, it is the KMV estimate (K-1)/h_K
+      (relative standard error about 1/sqrt(K-2), 1.6%). The union of two sketches cut to
+      K is the sketch of the union, so merging is exact too.
 
+    ``more`` (distinct items seen but not kept) is derived, never added up, so an item
+    seen twice, or kept in one part and dropped in another, is counted once.
+    """
+
+    __slots__ = ("items", "cap", "_hashes", "_legacy", "_approx", "_max", "_max_r")
+
+    def __init__(self, items: Iterable[Any] = (), cap: int = MAX_SET) -> None:
+        self.items: set[Any] = set()
+        self.cap = cap
+        self._hashes: array[int] | None = None   # sorted stable hashes, once over the cap
+        self._legacy = 0        # counted elsewhere without a sketch (old stores, scan JSON)
+        self._approx = False    # _legacy may count items also counted here
+        self._max: Any = None   # the largest kept item (by repr), once full
+        self._max_r = ""
+        for x in items:
+            self.add(x)
+
+    # -- adding ------------------------------------------------------------------------
     def add(self, x: Any) -> None:
         items = self.items
         if x in items:
             return
         if len(items) < self.cap:
             items.add(x)
+            if self._hashes is not None:
+                self._count(stable_hash(x))
             return
-        self.more += 1
-        r = repr(x)
+        if self._hashes is None:
+            self._hashes = array("Q", sorted({stable_hash(y) for y in items}))
+        self._count(stable_hash(x))
+        self._keep(x)
+
+    def _keep(self, x: Any) -> None:
+        """x belongs among the kept if it is smaller than the largest kept (the set is full)."""
+        items = self.items
         if self._max is None:
             self._max = max(items, key=repr)
-        if r < repr(self._max):             # x belongs among the kept: the largest leaves
+            self._max_r = repr(self._max)
+        r = repr(x)
+        if r < self._max_r:
             items.discard(self._max)
             items.add(x)
             self._max = max(items, key=repr)
+            self._max_r = repr(self._max)
+
+    def _count(self, h: int) -> None:
+        hs = self._hashes
+        assert hs is not None
+        i = bisect_left(hs, h)
+        if i < len(hs) and hs[i] == h:
+            return
+        if len(hs) >= SKETCH_K:
+            if i >= SKETCH_K:
+                return
+            hs.pop()
+        hs.insert(i, h)
+
+    # -- counting ----------------------------------------------------------------------
+    def distinct(self) -> int:
+        """Distinct items seen (exact up to SKETCH_K, then estimated)."""
+        hs = self._hashes
+        if hs is None:
+            n = len(self.items)
+        elif len(hs) < SKETCH_K:
+            n = len(hs)
+        else:
+            n = max(SKETCH_K, round((SKETCH_K - 1) * 2.0 ** 64 / (hs[-1] + 1)))
+        return n + self._legacy
+
+    @property
+    def more(self) -> int:
+        """Distinct items seen but not kept."""
+        return self.distinct() - len(self.items)
+
+    @property
+    def estimated(self) -> bool:
+        """True when the count is a sketch estimate (or carries counts without a sketch)."""
+        return self._approx or (self._hashes is not None and len(self._hashes) >= SKETCH_K)
+
+    def count_elsewhere(self, n: int, exact: bool = False) -> None:
+        """Add n items counted without being seen here (a flow's logins past its own cap; the
+        *_more of a host record read back from JSON, ``exact`` when it was). Such items cannot
+        be told apart from others, so later merges make the count approximate."""
+        if n:
+            self._legacy += n
+            self._approx = self._approx or not exact
+
+    # -- merging -----------------------------------------------------------------------
+    def _hash_list(self) -> array[int]:
+        if self._hashes is not None:
+            return self._hashes
+        return array("Q", sorted({stable_hash(y) for y in self.items}))
 
     def merge(self, other: CappedSet) -> None:
+        if (self._legacy and other.items) or (other._legacy and self.items):
+            self._approx = True             # items counted without a sketch may overlap
+        self._approx = self._approx or other._approx
+        self._legacy += other._legacy
+        if self._hashes is None and other._hashes is None \
+                and len(self.items | other.items) <= self.cap:
+            self.items |= other.items
+            return
+        union = sorted(set(self._hash_list()) | set(other._hash_list()))
+        self._hashes = array("Q", union[:SKETCH_K])
         for x in sorted(other.items, key=repr):
-            self.add(x)
-        self.more += other.more
+            if x in self.items:
+                continue
+            if len(self.items) < self.cap:
+                self.items.add(x)
+            else:
+                self._keep(x)
+
+    # -- persistence -------------------------------------------------------------------
+    def state(self) -> list[Any]:
+        """[items, more, sketch]: JSON-able and lossless (sketch: base64 of the hashes)."""
+        sketch = None
+        if self._hashes is not None:
+            hs = array("Q", self._hashes)
+            if sys.byteorder == "little":
+                hs.byteswap()
+            sketch = base64.b64encode(hs.tobytes()).decode("ascii")
+        return [sorted(self.items, key=repr), self.more, sketch, self._legacy, self._approx]
+
+    @classmethod
+    def from_state(cls, st: list[Any], cap: int) -> CappedSet:
+        cs = cls(cap=cap)
+        cs.items = {tuple(x) if isinstance(x, list) else x for x in st[0]}
+        if len(st) >= 3 and st[2] is not None:
+            hs = array("Q")
+            hs.frombytes(base64.b64decode(st[2]))
+            if sys.byteorder == "little":
+                hs.byteswap()
+            cs._hashes = hs
+            cs._legacy = st[3] if len(st) >= 4 else 0
+            cs._approx = bool(st[4]) if len(st) >= 5 else cs._legacy > 0
+        else:
+            cs._legacy = st[1] if len(st) < 4 else st[3]
+            cs._approx = bool(st[4]) if len(st) >= 5 else cs._legacy > 0
+        return cs
 
     def sorted(self) -> list[Any]:
         return sorted(self.items, key=lambda v: (str(type(v)), v if not isinstance(v, tuple)
@@ -331,7 +466,8 @@ class HostEvidence:
                 flow_coins.add(w.coin)
                 who = who or w.address
             who = who or login
-        self.workers.more += rec.logins_more
+        if rec.logins_more:
+            self.workers.count_elsewhere(rec.logins_more)
         for a in rec.agents:
             self.agents.add(a)
         self.submitted += rec.submitted
@@ -397,8 +533,7 @@ class HostEvidence:
         """Everything needed to merge this record later, as JSON-able data (lossless)."""
         return {
             "ip": self.ip, "verdict": self.verdict,
-            "sets": {n: [sorted(getattr(self, n).items, key=repr), getattr(self, n).more]
-                     for n in _SETS},
+            "sets": {n: getattr(self, n).state() for n in _SETS},
             "methods": self.methods,
             "counts": {n: getattr(self, n) for n in _COUNTS},
             "rates": {a: {k: (None if v == math.inf else v) for k, v in vars(r).items()}
@@ -412,10 +547,8 @@ class HostEvidence:
     def from_state(cls, st: dict[str, Any]) -> HostEvidence:
         h = cls(st["ip"])
         h.verdict = st["verdict"]
-        for n, (items, more) in st["sets"].items():
-            cs = getattr(h, n)
-            cs.items = {tuple(x) if isinstance(x, list) else x for x in items}
-            cs.more = more
+        for n, cst in st["sets"].items():
+            setattr(h, n, CappedSet.from_state(cst, getattr(h, n).cap))
         h.methods = dict(st["methods"])
         for n, v in st["counts"].items():
             setattr(h, n, v)
@@ -437,9 +570,10 @@ class HostEvidence:
         for name in ("reasons", "dialects", "coins", "agents", "signatures", "domains"):
             getattr(h, name).items = set(d.get(name) or ())
         h.workers.items = set(d.get("workers") or ())
-        h.workers.more = d.get("workers_more", 0)
+        exact = not d.get("more_estimated", True)
+        h.workers.count_elsewhere(d.get("workers_more", 0), exact)
         h.pools.items = {(p["ip"], p["port"], p["domain"]) for p in d.get("pools") or ()}
-        h.pools.more = d.get("pools_more", 0)
+        h.pools.count_elsewhere(d.get("pools_more", 0), exact)
         h.wallets.items = {(w["address"], w["coin"], w["checksum"]) for w in d.get("wallets") or ()}
         h.difficulty.items = {(x["algorithm"] or "", x["kind"], x["value"], x["hashes_per_share"])
                               for x in d.get("difficulty") or ()}
@@ -498,6 +632,8 @@ class HostEvidence:
             "pools_more": self.pools.more,
             "workers": self.workers.sorted(),
             "workers_more": self.workers.more,
+            # true when a *_more count is a sketch estimate (more than SKETCH_K distinct items)
+            "more_estimated": self.pools.estimated or self.workers.estimated,
             "wallets": [{"address": w[0], "coin": w[1], "checksum": w[2]}
                         for w in self.wallets.sorted()],
             "agents": self.agents.sorted(),

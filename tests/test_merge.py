@@ -73,4 +73,47 @@ def test_capped_sets_keep_the_same_items_whatever_the_order_or_split():
         assert one.items == a.items
         kept = kept or one.items
         assert one.items == kept == set(sorted(items, key=repr)[:10])
-        assert one.more >= len(items) - 10
+        assert one.more == a.more == len(items) - 10      # distinct items, counted once
+
+
+def test_capped_set_counts_distinct_items_the_same_whatever_the_order_split_or_repeats():
+    """`more` is derived from a mergeable sketch, not added up: items that repeat, or that
+    one part kept and another dropped, are counted once, and a round trip through the
+    stored state changes nothing. Past SKETCH_K distinct items the count is an estimate,
+    still the same in every order."""
+    import random
+
+    from poolsniff.evidence import SKETCH_K, CappedSet
+    rng = random.Random(11)
+    for n_distinct in (150, 1700, 3 * SKETCH_K):
+        items = [("198.51.100.7", 3333 + i % 50, f"pool{i}.example") for i in range(n_distinct)]
+        stream = items + rng.sample(items, n_distinct // 2)        # repeats
+        results = set()
+        for _ in range(4):
+            rng.shuffle(stream)
+            parts = [CappedSet(cap=100) for _ in range(3)]
+            for x in stream:
+                parts[rng.randrange(3)].add(x)
+            rng.shuffle(parts)
+            total = CappedSet.from_state(parts[0].state(), 100)     # through the store's form
+            for p in parts[1:]:
+                total.merge(CappedSet.from_state(p.state(), 100))
+            one = CappedSet(cap=100)
+            for x in stream:
+                one.add(x)
+            assert (one.more, one.items) == (total.more, total.items)
+            results.add((total.more, frozenset(total.items)))
+        assert len(results) == 1
+        (more, kept), = results
+        assert kept == set(sorted(items, key=repr)[:100])
+        if n_distinct <= SKETCH_K:
+            assert more == n_distinct - 100 and not one.estimated
+        else:
+            assert abs(more + 100 - n_distinct) < 0.05 * n_distinct and one.estimated
+
+
+def test_capped_set_reads_stores_written_before_sketches():
+    """A host record stored by an earlier version ([items, more]) keeps its count."""
+    from poolsniff.evidence import CappedSet
+    old = CappedSet.from_state([["a", "b"], 7], 2)
+    assert old.items == {"a", "b"} and old.more == 7 and old.estimated
