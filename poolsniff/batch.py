@@ -19,7 +19,7 @@ import numpy as np
 
 from poolsniff.decode import decode
 from poolsniff.model import Segment
-from poolsniff.pipeline import TH_RST, TH_SYN, Flow, Stats
+from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -167,6 +167,19 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         order = np.argsort(first, kind="stable")
         flows = sc.flows
         group_flow = [None] * ng
+        group_key: list[tuple | None] = [None] * ng
+        # a new connection (a SYN without ACK) after a FIN or RST of the same 5-tuple may start
+        # a new flow: such groups take the per-packet path, which splits them exactly
+        ftcp = flags[tcp]
+        pos = np.arange(len(tcp))
+        pure_syn = (ftcp & (TH_SYN | TH_ACK)) == TH_SYN
+        last_syn = np.full(ng, -1, np.int64)
+        np.maximum.at(last_syn, gid[pure_syn], pos[pure_syn])
+        shut = (ftcp & (TH_FIN | TH_RST)) != 0
+        first_shut = np.full(ng, len(tcp), np.int64)
+        np.minimum.at(first_shut, gid[shut], pos[shut])
+        reopen = (last_syn > first_shut).tolist()
+        has_syn = (last_syn >= 0).tolist()
         side0 = np.zeros(ng, np.uint64)
         active = np.zeros(ng, bool)
         buf = blk.buf
@@ -179,6 +192,10 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             kb = (d_ip, int(dport[i]))
             key = (ka, kb) if ka < kb else (kb, ka)
             flow = flows.get(key)
+            group_key[g] = key
+            if reopen[g] or (flow is not None and flow.fin and has_syn[g]):
+                slow_groups.append(g)
+                continue
             if flow is None:
                 if flags[i] & TH_RST:
                     slow_groups.append(g)          # the per-packet path decides (rare)
@@ -207,13 +224,34 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         by = np.bincount(cell, weights=wirelen[ti], minlength=2 * ng)
         lastpos = np.full(ng, -1, np.int64)
         np.maximum.at(lastpos, gi, np.arange(len(tcp))[fast])
-        for g in np.flatnonzero(lastpos >= 0).tolist():
+        # closing (FIN per side, RST) and the latest payload, per flow: what the per-packet
+        # path records packet by packet, as maxima and unions over the block
+        tsf = blk.ts[ti]
+        data_ts = np.full(ng, -np.inf)
+        has_data = (plen[ti] > 0) | (missing[ti] > 0)
+        np.maximum.at(data_ts, gi[has_data], tsf[has_data])
+        fl = flags[ti]
+        shut = (fl & (TH_FIN | TH_RST)) != 0
+        close_bits = np.zeros(ng, np.int64)
+        close_ts = np.full(ng, -np.inf)
+        if shut.any():
+            bits = np.where(fl & TH_FIN, np.left_shift(1, side[fast]), 0) | np.where(fl & TH_RST, 4, 0)
+            np.bitwise_or.at(close_bits, gi[shut], bits[shut])
+            np.maximum.at(close_ts, gi[shut], tsf[shut])
+        closing = sc._closing
+        for g, cb, cts, dts in zip(np.flatnonzero(lastpos >= 0).tolist(),
+                                   close_bits[lastpos >= 0].tolist(),
+                                   close_ts[lastpos >= 0].tolist(), data_ts[lastpos >= 0].tolist()):
             f = group_flow[g]
             f.pkts[0] += int(pk[2 * g])
             f.pkts[1] += int(pk[2 * g + 1])
             f.nbytes[0] += int(by[2 * g])
             f.nbytes[1] += int(by[2 * g + 1])
             f.last_ts = float(blk.ts[tcp[lastpos[g]]])
+            if dts > f.data_ts:
+                f.data_ts = dts
+            if cb:
+                closing(f, cb, cts)
         # what Python must see: SYNs, and payload of flows not yet decided as 'other'
         want = ((flags[tcp] & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
         want |= slow[gid]
@@ -269,11 +307,15 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             continue
         tcp_packet(flow, sd, fl, sq, buf[ps:pe], miss, frame, ts)
     # keep the flow table in last-activity order, as the per-packet path does
+    # (groups that took the per-packet path included: by each group's last packet)
     if len(tcp):
-        for g in np.argsort(lastpos, kind="stable").tolist():
-            f = group_flow[g]
-            if lastpos[g] >= 0 and f is not None and sc.flows.get(f.key) is f:
-                sc.flows.move_to_end(f.key)
+        last_any = np.full(ng, -1, np.int64)
+        np.maximum.at(last_any, gid, np.arange(len(tcp)))
+        table = sc.flows
+        for g in np.argsort(last_any, kind="stable").tolist():
+            key = group_key[g]
+            if key is not None and key in table:
+                table.move_to_end(key)
     sc.end_batch(n)
 
 

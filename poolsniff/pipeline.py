@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import math
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ INSPECT_PKTS = 24           # payload packets an undecided flow is inspected for
 INSPECT_BYTES = 128 * 1024  # payload bytes an undecided flow is inspected for
 MAX_FLOWS = 200_000         # flow table cap (oldest flows are finished first)
 FLOW_IDLE_S = 900.0         # a flow silent this long (capture time) is finished
+CLOSED_LINGER_S = 10.0      # a TCP flow closed (FIN both ways, or RST) and silent this long too
 MAX_ENDPOINTS = 100_000     # pool endpoints learned from DNS
 MAX_HOSTS = 1_000_000
 MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
@@ -93,7 +95,8 @@ class Flow:
     __slots__ = ("key", "ips", "ports", "proto", "first_ts", "last_ts", "pkts", "nbytes",
                  "client", "syn_seen", "state", "app", "streams", "framers", "session",
                  "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
-                 "midstream", "payload_bytes", "first_frame", "isn", "sign", "sign_frame")
+                 "midstream", "payload_bytes", "first_frame", "isn", "sign", "sign_frame",
+                 "fin", "close_ts", "data_ts")
 
     def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
         self.key = key
@@ -123,6 +126,15 @@ class Flow:
         self.http_host: str | None = None
         self.file = file
         self.midstream = False
+        # closing: FIN bits per side (1, 2) and RST (4); when the last FIN/RST and the last
+        # payload were seen. Payload after the close reopens the flow (a spoofed RST).
+        self.fin = 0
+        self.close_ts = -math.inf
+        self.data_ts = -math.inf
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.fin & 4 or self.fin & 3 == 3) and self.data_ts <= self.close_ts
 
     def side(self, seg: Segment) -> int:
         return 0 if seg.src == self.ips[0] and seg.sport == self.ports[0] else 1
@@ -141,6 +153,7 @@ class Scanner:
         self.anomaly_events: list[dict[str, Any]] = []
         self.domain_events: list[dict[str, Any]] = []
         self.traffic = Traffic()       # bytes of pool sessions per 5-minute bin
+        self.closing: dict[tuple[Any, ...], Flow] = {}   # flows that saw a FIN or RST
         self.file = ""
         self._since_sweep = 0
 
@@ -245,6 +258,11 @@ class Scanner:
         b = (seg.dst, seg.dport)
         key = (a, b) if a < b else (b, a)
         flow = self.flows.get(key)
+        if flow is not None and seg.flags & (TH_SYN | TH_ACK) == TH_SYN and flow.closed:
+            # a new connection on a closed 5-tuple (port reuse, a reconnecting miner)
+            del self.flows[key]
+            self._finish(flow)
+            flow = None
         if flow is None:
             if seg.flags & TH_RST:
                 return
@@ -260,6 +278,12 @@ class Scanner:
         flow.last_ts = seg.ts
         flow.pkts[side] += 1
         flow.nbytes[side] += seg.wirelen
+        if seg.payload or seg.missing:
+            if seg.ts > flow.data_ts:
+                flow.data_ts = seg.ts
+        if seg.flags & (TH_FIN | TH_RST):
+            self._closing(flow, (1 << side if seg.flags & TH_FIN else 0)
+                          | (4 if seg.flags & TH_RST else 0), seg.ts)
         self._tcp_packet(flow, side, seg.flags, seg.seq, seg.payload, seg.missing, seg.frame, seg.ts)
 
     def _tcp_packet(self, flow: Flow, side: int, flags: int, seq: int, payload: bytes, missing: int,
@@ -289,6 +313,15 @@ class Scanner:
         if flow.streams is None:          # what was held decided the flow (TLS, give-up)
             return
         flow.streams[side].segment(seq, payload, frame, ts, missing)
+
+    def _closing(self, flow: Flow, bits: int, ts: float) -> None:
+        """A FIN (bit 1 << side) or RST (bit 4) seen at ts: the flow may end before its idle
+        timeout (the batch path calls this once per flow and block, with the block's bits and
+        latest time: the same state as packet by packet)."""
+        flow.fin |= bits
+        if ts > flow.close_ts:
+            flow.close_ts = ts
+        self.closing[flow.key] = flow
 
     @staticmethod
     def _syn(flow: Flow, side: int, flags: int, seq: int) -> None:
@@ -535,8 +568,18 @@ class Scanner:
 
     # -- finishing flows -----------------------------------------------------------------
     def _sweep(self, now: float) -> None:
-        """Finish flows idle for FLOW_IDLE_S; the table is in last-activity order."""
+        """Finish flows idle for FLOW_IDLE_S (the table is in last-activity order), and TCP
+        flows closed and silent for CLOSED_LINGER_S."""
         flows = self.flows
+        if self.closing:
+            for key, f in list(self.closing.items()):
+                if flows.get(key) is not f:
+                    del self.closing[key]           # already finished (idle or evicted)
+                elif now - f.last_ts > CLOSED_LINGER_S:
+                    del self.closing[key]
+                    if f.closed:
+                        del flows[key]
+                        self._finish(f)
         while flows:
             key, f = next(iter(flows.items()))
             if now - f.last_ts <= FLOW_IDLE_S:
@@ -562,6 +605,7 @@ class Scanner:
         self._finish(f)
 
     def finish_all(self) -> None:
+        self.closing.clear()
         while self.flows:
             _, f = self.flows.popitem(last=False)
             self._finish(f)
