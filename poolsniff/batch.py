@@ -193,7 +193,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             key = (ka, kb) if ka < kb else (kb, ka)
             flow = flows.get(key)
             group_key[g] = key
-            if reopen[g] or (flow is not None and flow.fin and has_syn[g]):
+            if reopen[g] or (flow is not None and has_syn[g] and flow.closed):
                 slow_groups.append(g)
                 continue
             if flow is None:
@@ -238,10 +238,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             bits = np.where(fl & TH_FIN, np.left_shift(1, side[fast]), 0) | np.where(fl & TH_RST, 4, 0)
             np.bitwise_or.at(close_bits, gi[shut], bits[shut])
             np.maximum.at(close_ts, gi[shut], tsf[shut])
-        closing = sc._closing
-        for g, cb, cts, dts in zip(np.flatnonzero(lastpos >= 0).tolist(),
-                                   close_bits[lastpos >= 0].tolist(),
-                                   close_ts[lastpos >= 0].tolist(), data_ts[lastpos >= 0].tolist()):
+        for g, dts in zip(np.flatnonzero(lastpos >= 0).tolist(), data_ts[lastpos >= 0].tolist()):
             f = group_flow[g]
             f.pkts[0] += int(pk[2 * g])
             f.pkts[1] += int(pk[2 * g + 1])
@@ -250,8 +247,10 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             f.last_ts = float(blk.ts[tcp[lastpos[g]]])
             if dts > f.data_ts:
                 f.data_ts = dts
-            if cb:
-                closing(f, cb, cts)
+        if shut.any():
+            closing = sc._closing
+            for g in np.flatnonzero(close_bits).tolist():
+                closing(group_flow[g], int(close_bits[g]), float(close_ts[g]))
         # what Python must see: SYNs, and payload of flows not yet decided as 'other'
         want = ((flags[tcp] & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
         want |= slow[gid]

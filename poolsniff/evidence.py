@@ -11,7 +11,7 @@ import base64
 import math
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from hashlib import blake2b
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,7 +67,7 @@ class CappedSet:
     seen twice, or kept in one part and dropped in another, is counted once.
     """
 
-    __slots__ = ("items", "cap", "_hashes", "_legacy", "_approx", "_max", "_max_r")
+    __slots__ = ("items", "cap", "_hashes", "_legacy", "_approx", "_reprs", "_by_repr")
 
     def __init__(self, items: Iterable[Any] = (), cap: int = MAX_SET) -> None:
         self.items: set[Any] = set()
@@ -75,8 +75,8 @@ class CappedSet:
         self._hashes: array[int] | None = None   # sorted stable hashes, once over the cap
         self._legacy = 0        # counted elsewhere without a sketch (old stores, scan JSON)
         self._approx = False    # _legacy may count items also counted here
-        self._max: Any = None   # the largest kept item (by repr), once full
-        self._max_r = ""
+        self._reprs: list[str] | None = None      # the kept items' reprs, sorted, once full
+        self._by_repr: dict[str, Any] = {}
         for x in items:
             self.add(x)
 
@@ -97,16 +97,16 @@ class CappedSet:
 
     def _keep(self, x: Any) -> None:
         """x belongs among the kept if it is smaller than the largest kept (the set is full)."""
-        items = self.items
-        if self._max is None:
-            self._max = max(items, key=repr)
-            self._max_r = repr(self._max)
+        rs = self._reprs
+        if rs is None:
+            self._by_repr = {repr(y): y for y in self.items}
+            self._reprs = rs = sorted(self._by_repr)
         r = repr(x)
-        if r < self._max_r:
-            items.discard(self._max)
-            items.add(x)
-            self._max = max(items, key=repr)
-            self._max_r = repr(self._max)
+        if r < rs[-1]:
+            self.items.discard(self._by_repr.pop(rs.pop()))
+            insort(rs, r)
+            self._by_repr[r] = x
+            self.items.add(x)
 
     def _count(self, h: int) -> None:
         hs = self._hashes

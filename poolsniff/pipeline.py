@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import heapq
+import itertools
 import math
 import socket
 from collections import OrderedDict
@@ -153,7 +155,9 @@ class Scanner:
         self.anomaly_events: list[dict[str, Any]] = []
         self.domain_events: list[dict[str, Any]] = []
         self.traffic = Traffic()       # bytes of pool sessions per 5-minute bin
-        self.closing: dict[tuple[Any, ...], Flow] = {}   # flows that saw a FIN or RST
+        # (close time, tie-break, flow) of each FIN/RST seen: flows that may end early
+        self.closing: list[tuple[float, int, Flow]] = []
+        self._tick = itertools.count()
         self.file = ""
         self._since_sweep = 0
 
@@ -321,7 +325,7 @@ class Scanner:
         flow.fin |= bits
         if ts > flow.close_ts:
             flow.close_ts = ts
-        self.closing[flow.key] = flow
+        heapq.heappush(self.closing, (flow.close_ts, next(self._tick), flow))
 
     @staticmethod
     def _syn(flow: Flow, side: int, flags: int, seq: int) -> None:
@@ -571,15 +575,22 @@ class Scanner:
         """Finish flows idle for FLOW_IDLE_S (the table is in last-activity order), and TCP
         flows closed and silent for CLOSED_LINGER_S."""
         flows = self.flows
-        if self.closing:
-            for key, f in list(self.closing.items()):
-                if flows.get(key) is not f:
-                    del self.closing[key]           # already finished (idle or evicted)
-                elif now - f.last_ts > CLOSED_LINGER_S:
-                    del self.closing[key]
-                    if f.closed:
-                        del flows[key]
-                        self._finish(f)
+        # closed flows: each FIN/RST left a heap entry keyed by the flow's latest close time; the
+        # ones due are finished in a canonical order (the same in the batch and per-packet paths)
+        limit = now - CLOSED_LINGER_S
+        heap = self.closing
+        due: dict[int, Flow] = {}
+        while heap and heap[0][0] < limit:
+            _, _, f = heapq.heappop(heap)
+            if id(f) in due or flows.get(f.key) is not f or not f.closed:
+                continue                # finished already, or reopened (a later close pushes again)
+            if f.last_ts < limit and f.close_ts < limit:
+                due[id(f)] = f
+            else:
+                heapq.heappush(heap, (max(f.last_ts, f.close_ts), next(self._tick), f))
+        for f in sorted(due.values(), key=lambda f: (f.last_ts, f.key)):
+            del flows[f.key]
+            self._finish(f)
         while flows:
             key, f = next(iter(flows.items()))
             if now - f.last_ts <= FLOW_IDLE_S:
