@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from poolsniff import __version__
 from poolsniff.batch import feed_block
 from poolsniff.evidence import HostEvidence, Traffic, host_order
-from poolsniff.pipeline import Scanner
+from poolsniff.pipeline import Scanner, pipeline_gc
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader
 
@@ -41,15 +40,8 @@ def scan_files(paths: Iterable[str], catalogue: Catalogue,
     ``fast`` selects the batch path (numpy header decode, payload only where it
     matters); ``fast=False`` is the plain per-packet path. Both give the same answer.
     """
-    # A scan allocates millions of short-lived objects and keeps a large flow table alive:
-    # with the default gen-0 threshold (700) the cyclic collector re-walks that table
-    # thousands of times. Finished flows break their own cycles, so a rarer gen-0 is safe.
-    old_gc = gc.get_threshold()
-    gc.set_threshold(100_000, 50, 100)
-    try:
+    with pipeline_gc():
         return _scan(paths, catalogue, progress, fast, max_flows)
-    finally:
-        gc.set_threshold(*old_gc)
 
 
 def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], None] | None,

@@ -28,7 +28,7 @@ from poolsniff.batch import feed_block
 from poolsniff.errors import ConfigError
 from poolsniff.evidence import HostEvidence, Traffic, merge_hosts
 from poolsniff.output import envelope
-from poolsniff.pipeline import Scanner
+from poolsniff.pipeline import Scanner, pipeline_gc
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.live import LiveCapture, StreamCapture
 from poolsniff.store import EvidenceStore, StoreError
@@ -109,7 +109,8 @@ class Watcher:
             drop_privileges(o.user)          # the capture is open; nothing else needs root
         store = EvidenceStore(o.db, writer=True)
         try:
-            return self._loop(src, store)
+            with pipeline_gc():
+                return self._loop(src, store)
         finally:
             src.close()
             store.close()
