@@ -123,7 +123,9 @@ class Watch:
         if not self.alerts.exists():
             return []
         out = []
-        for line in self.alerts.read_text().splitlines():
+        text = self.alerts.read_text()
+        # the watch may be writing a line right now: only complete lines are events
+        for line in text[:text.rfind("\n") + 1].splitlines():
             ev = json.loads(line)
             if ev["event_type"] == kind:
                 out.append(ev)
