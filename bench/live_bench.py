@@ -83,8 +83,9 @@ def one_rate(ns: str, pcap: str, pps: int, loops: int, tmp: Path, cpu_watch: str
     peak = rss_kb(w.pid)
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=600)
-    stats = [json.loads(x) for x in alerts.read_text().splitlines()
-             if '"event_type": "stats"' in x][-1]["stats"]
+    stats = _last_stats(alerts)
+    if stats is None:
+        raise SystemExit(f"no stats event from the watch: {err.read_text()[-2000:]}")
     cap = stats["capture"]
     return {"pps_asked": pps, "pps_sent": float(rate.group(1)) if rate else None, "sent": sent,
             "received": cap["received"], "dropped": cap["dropped"], "drain_s": drain_s,

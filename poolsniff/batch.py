@@ -223,21 +223,13 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         pk = np.bincount(cell, minlength=2 * ng)
         by = np.bincount(cell, weights=wirelen[ti], minlength=2 * ng)
         lastpos = np.full(ng, -1, np.int64)
-        np.maximum.at(lastpos, gi, np.arange(len(tcp))[fast])
-        # closing (FIN per side, RST) and the latest payload, per flow: what the per-packet
+        np.maximum.at(lastpos, gi, pos[fast])
+        # the latest payload and closing (FIN per side, RST), per flow: what the per-packet
         # path records packet by packet, as maxima and unions over the block
         tsf = blk.ts[ti]
         data_ts = np.full(ng, -np.inf)
         has_data = (plen[ti] > 0) | (missing[ti] > 0)
         np.maximum.at(data_ts, gi[has_data], tsf[has_data])
-        fl = flags[ti]
-        shut = (fl & (TH_FIN | TH_RST)) != 0
-        close_bits = np.zeros(ng, np.int64)
-        close_ts = np.full(ng, -np.inf)
-        if shut.any():
-            bits = np.where(fl & TH_FIN, np.left_shift(1, side[fast]), 0) | np.where(fl & TH_RST, 4, 0)
-            np.bitwise_or.at(close_bits, gi[shut], bits[shut])
-            np.maximum.at(close_ts, gi[shut], tsf[shut])
         for g, dts in zip(np.flatnonzero(lastpos >= 0).tolist(), data_ts[lastpos >= 0].tolist()):
             f = group_flow[g]
             f.pkts[0] += int(pk[2 * g])
@@ -247,12 +239,19 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             f.last_ts = float(blk.ts[tcp[lastpos[g]]])
             if dts > f.data_ts:
                 f.data_ts = dts
-        if shut.any():
+        fshut = shut & fast
+        if fshut.any():
+            fl = ftcp[fshut]
+            bits = np.where(fl & TH_FIN, np.left_shift(1, side[fshut]), 0) | np.where(fl & TH_RST, 4, 0)
+            close_bits = np.zeros(ng, np.int64)
+            close_ts = np.full(ng, -np.inf)
+            np.bitwise_or.at(close_bits, gid[fshut], bits)
+            np.maximum.at(close_ts, gid[fshut], blk.ts[tcp[fshut]])
             closing = sc._closing
             for g in np.flatnonzero(close_bits).tolist():
                 closing(group_flow[g], int(close_bits[g]), float(close_ts[g]))
         # what Python must see: SYNs, and payload of flows not yet decided as 'other'
-        want = ((flags[tcp] & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
+        want = ((ftcp & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
         want |= slow[gid]
         quiet = int(np.count_nonzero(fast & ~want & (missing[tcp] > 0)))
         if quiet:
@@ -309,7 +308,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     # (groups that took the per-packet path included: by each group's last packet)
     if len(tcp):
         last_any = np.full(ng, -1, np.int64)
-        np.maximum.at(last_any, gid, np.arange(len(tcp)))
+        np.maximum.at(last_any, gid, pos)
         table = sc.flows
         for g in np.argsort(last_any, kind="stable").tolist():
             key = group_key[g]

@@ -91,7 +91,7 @@ class CappedSet:
                 self._count(stable_hash(x))
             return
         if self._hashes is None:
-            self._hashes = array("Q", sorted({stable_hash(y) for y in items}))
+            self._hashes = self._hash_list()
         self._count(stable_hash(x))
         self._keep(x)
 
@@ -152,6 +152,7 @@ class CappedSet:
 
     # -- merging -----------------------------------------------------------------------
     def _hash_list(self) -> array[int]:
+        """The sketch; before the set overflowed, the kept items' hashes (all it saw)."""
         if self._hashes is not None:
             return self._hashes
         return array("Q", sorted({stable_hash(y) for y in self.items}))
@@ -196,11 +197,9 @@ class CappedSet:
             if sys.byteorder == "little":
                 hs.byteswap()
             cs._hashes = hs
-            cs._legacy = st[3] if len(st) >= 4 else 0
-            cs._approx = bool(st[4]) if len(st) >= 5 else cs._legacy > 0
-        else:
-            cs._legacy = st[1] if len(st) < 4 else st[3]
-            cs._approx = bool(st[4]) if len(st) >= 5 else cs._legacy > 0
+        # [items, more] was written before sketches: what was counted beyond the items, as it was
+        cs._legacy = st[3] if len(st) >= 4 else (0 if cs._hashes is not None else st[1])
+        cs._approx = bool(st[4]) if len(st) >= 5 else cs._legacy > 0
         return cs
 
     def sorted(self) -> list[Any]:
