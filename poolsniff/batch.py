@@ -1,4 +1,4 @@
-"""The batch fast path: headers of a whole block of records decoded with numpy.
+"""The batch fast path: headers of a whole block of records decoded in one pass.
 
 For the common case (Ethernet with up to two VLAN tags, or raw IP; IPv4, or IPv6
 without extension headers; TCP or UDP; not a fragment) every header field of a block is read with vectorised
@@ -9,6 +9,10 @@ is mining. Everything else (IPv6 extension headers, other link types, odd header
 per-packet decoder, in order. Both paths share the per-packet handlers of
 :class:`~poolsniff.pipeline.Scanner`, so they give the same answer; a test
 checks it on every capture of the suite.
+
+The header pass and the pcap record index run in C (``poolsniff/_fastpath.c``, built by
+``pip install``) when the extension is there, else with numpy gathers; both compute the
+same columns (tests/test_fastpath_c.py); see :mod:`poolsniff.native`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from poolsniff import native
 from poolsniff.decode import decode
 from poolsniff.model import Segment
 from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats
@@ -80,11 +85,66 @@ def _be32(a: np.ndarray, i: np.ndarray) -> np.ndarray:
     return (_be16(a, i) << 16) | _be16(a, i + 2)
 
 
-def feed_block(sc: Scanner, blk: RecordBlock) -> None:
+HEADER_COLUMNS = ("ok", "v6", "is_tcp", "alen", "src_at", "dst_at", "sport", "dport", "pstart",
+                  "plen", "missing", "wirelen", "flags", "seq", "ea", "h")
+
+
+class Headers:
+    """L2-L4 fields of every record of a block, one int64 array per field (``ea``, ``h``:
+    uint64). ``ok`` marks the records the batch path takes (Ethernet with up to two VLAN
+    tags or raw IP; IPv4 unfragmented or IPv6 without extension headers; TCP or UDP with a
+    whole header); every other field is 0 where ``ok`` is 0, and the TCP-only fields
+    (``missing``, ``flags``, ``seq``, ``ea``, ``h``) are 0 for UDP.
+
+    ``src_at``/``dst_at``/``pstart`` are positions in the block's buffer, ``plen`` the payload
+    captured, ``missing`` the TCP payload the snap length cut off, ``wirelen`` the IP length,
+    ``ea`` the sender's endpoint hash (:func:`endpoint_hash`) and ``h`` the 5-tuple's hash
+    (the same for both directions)."""
+
+    __slots__ = HEADER_COLUMNS
+
+    ok: np.ndarray
+    v6: np.ndarray
+    is_tcp: np.ndarray
+    alen: np.ndarray
+    src_at: np.ndarray
+    dst_at: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    pstart: np.ndarray
+    plen: np.ndarray
+    missing: np.ndarray
+    wirelen: np.ndarray
+    flags: np.ndarray
+    seq: np.ndarray
+    ea: np.ndarray
+    h: np.ndarray
+
+    def __init__(self, cols: dict[str, np.ndarray]) -> None:
+        for k in HEADER_COLUMNS:
+            setattr(self, k, cols[k])
+
+
+def headers_c(blk: RecordBlock) -> Headers:
+    """The header pass in C (poolsniff/_fastpath.c): one loop over the records."""
+    fp = native.fastpath
+    assert fp is not None
     n = len(blk)
-    if n == 0:
-        return
-    st = sc.stats
+    raw = fp.parse_headers(blk.buf, np.ascontiguousarray(blk.offs, np.int64),
+                                  np.ascontiguousarray(blk.incl, np.int64),
+                                  np.ascontiguousarray(blk.linktype, np.int64))
+    m = np.frombuffer(raw, np.int64).reshape(len(HEADER_COLUMNS), n)
+    cols = dict(zip(HEADER_COLUMNS, m))
+    cols["ok"] = cols["ok"].astype(bool)
+    cols["v6"] = cols["v6"].astype(bool)
+    cols["is_tcp"] = cols["is_tcp"].astype(bool)
+    cols["ea"] = cols["ea"].view(np.uint64)
+    cols["h"] = cols["h"].view(np.uint64)
+    return Headers(cols)
+
+
+def headers_numpy(blk: RecordBlock) -> Headers:
+    """The same header pass with numpy gathers (used where the C extension is not built)."""
     a = np.frombuffer(blk.buf, np.uint8)
     if not len(a):                  # only empty records: give the gathers one byte to read
         a = np.zeros(1, np.uint8)
@@ -121,21 +181,50 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     is_tcp = proto == 6
     doff = (_u8(a, l4 + 12) >> 4).astype(np.int64) * 4
     ok &= np.where(is_tcp, (l4 + 20 <= end) & (doff >= 20) & (l4 + doff <= end), l4 + 8 <= end)
-    common = np.flatnonzero(ok)
-    fallback = np.flatnonzero(~ok)
-    # addresses: where they start, how long they are, and a 64-bit fold for hashing
+    v6 &= ok
+    is_tcp &= ok
     src_at = np.where(v6, ip + 8, ip + 12)
     dst_at = np.where(v6, ip + 24, ip + 16)
-    alen = np.where(v6, 16, 4)
-    src = _fold(a, src_at, v6)
-    dst = _fold(a, dst_at, v6)
     sport = _be16(a, l4)
     dport = _be16(a, l4 + 2)
     pstart = l4 + np.where(is_tcp, doff, 8)
-    plen = np.maximum(end - pstart, 0)
-    missing = np.where(is_tcp, declared - end, 0)
-    wirelen = declared - ip
-    flags = np.where(is_tcp, _u8(a, l4 + 13), 0).astype(np.int64)
+    # the 5-tuple hash, the same for both directions
+    ea = (_fold(a, src_at, v6) * _K3) ^ sport.astype(np.uint64)
+    eb = (_fold(a, dst_at, v6) * _K3) ^ dport.astype(np.uint64)
+    h = (np.minimum(ea, eb) * _K1) ^ (np.maximum(ea, eb) * _K2)
+    zero = np.int64(0)
+    cols = {
+        "ok": ok, "v6": v6, "is_tcp": is_tcp,
+        "alen": np.where(ok, np.where(v6, 16, 4), zero), "src_at": np.where(ok, src_at, zero),
+        "dst_at": np.where(ok, dst_at, zero), "sport": np.where(ok, sport, zero),
+        "dport": np.where(ok, dport, zero), "pstart": np.where(ok, pstart, zero),
+        "plen": np.where(ok, np.maximum(end - pstart, 0), zero),
+        "missing": np.where(is_tcp, declared - end, zero), "wirelen": np.where(ok, declared - ip, zero),
+        "flags": np.where(is_tcp, _u8(a, l4 + 13), 0).astype(np.int64),
+        "seq": np.where(is_tcp, _be32(a, l4 + 4), zero),
+        "ea": np.where(is_tcp, ea, np.uint64(0)), "h": np.where(is_tcp, h, np.uint64(0)),
+    }
+    return Headers(cols)
+
+
+def headers(blk: RecordBlock) -> Headers:
+    return headers_c(blk) if native.c_engine() is not None else headers_numpy(blk)
+
+
+def feed_block(sc: Scanner, blk: RecordBlock) -> None:
+    n = len(blk)
+    if n == 0:
+        return
+    st = sc.stats
+    hd = headers(blk)
+    base = blk.offs
+    cap_end = base + blk.incl
+    lt = blk.linktype
+    ok, is_tcp, alen = hd.ok, hd.is_tcp, hd.alen
+    src_at, dst_at, sport, dport = hd.src_at, hd.dst_at, hd.sport, hd.dport
+    pstart, plen, missing, wirelen, flags = hd.pstart, hd.plen, hd.missing, hd.wirelen, hd.flags
+    common = np.flatnonzero(ok)
+    fallback = np.flatnonzero(~ok)
 
     # -- UDP: only DNS matters -----------------------------------------------------------------
     udp = common[~is_tcp[common]]
@@ -150,12 +239,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     side = np.empty(0, np.int64)
     lastpos = np.empty(0, np.int64)
     if len(tcp):
-        ea = (src[tcp] * _K3) ^ sport[tcp].astype(np.uint64)
-        eb = (dst[tcp] * _K3) ^ dport[tcp].astype(np.uint64)
-        lo = np.minimum(ea, eb)
-        hi = np.maximum(ea, eb)
-        h = (lo * _K1) ^ (hi * _K2)
-        uniq, first, gid = np.unique(h, return_index=True, return_inverse=True)
+        ea = hd.ea[tcp]
+        uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
         ng = len(uniq)
         if len(sc.flows) + ng > sc.max_flows:
             # the flow table may overflow inside this block: which flows are evicted depends
@@ -269,7 +354,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     slow_set = set(slow_groups)
     buf = blk.buf
     # one conversion per column for the selected packets (numpy scalars are slow in a loop)
-    seq = _be32(a, l4[todo] + 4)
+    seq = hd.seq[todo]
     tp = pos_in_tcp[todo]
     g_of = np.where(tp >= 0, gid[np.maximum(tp, 0)] if len(gid) else 0, -1)
     s_of = np.where(tp >= 0, side[np.maximum(tp, 0)] if len(side) else 0, 0)

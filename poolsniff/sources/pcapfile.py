@@ -26,10 +26,11 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from poolsniff import native
 from poolsniff.errors import CaptureError
 from poolsniff.model import Anomaly, Packet
 
@@ -92,7 +93,31 @@ def _pcap_header(hdr: bytes) -> tuple[str, float, int, int, int]:
 _RAMP = np.arange(16)
 
 
-def _block(buf: bytes, a: np.ndarray, starts: list[int], shift: int, order: str, scale: float,
+def index_records(buf: Any, pos: int, end: int, order: str, limit: int, max_records: int,
+                  max_bytes: int) -> tuple[np.ndarray, int]:
+    """Positions of consecutive record headers in ``buf`` from ``pos``, and where they end.
+
+    Stops before a record longer than ``limit`` or cut short by ``end``, after
+    ``max_records`` records, or once ``max_bytes`` have been passed; the caller tells
+    those apart by looking at the returned position. In C when the extension is built."""
+    fp = native.c_engine()
+    if fp is not None:
+        raw, new = fp.index_pcap(buf, pos, end, order == ">", limit, max_records, max_bytes)
+        return np.frombuffer(raw, np.int64), new
+    incl_at = struct.Struct(order + "I").unpack_from
+    starts: list[int] = []
+    append = starts.append
+    cap = pos + max_bytes
+    while pos + 16 <= end and len(starts) < max_records and pos < cap:
+        incl = incl_at(buf, pos + 8)[0]
+        if incl > limit or pos + 16 + incl > end:
+            break
+        append(pos)
+        pos += 16 + incl
+    return np.asarray(starts, np.int64), pos
+
+
+def _block(buf: bytes, a: np.ndarray, starts: np.ndarray, shift: int, order: str, scale: float,
            linktype: int, frame: int) -> RecordBlock:
     """A RecordBlock from record-header positions (``shift``: where ``buf`` starts in ``a``)."""
     st = np.asarray(starts, np.int64)
@@ -261,19 +286,12 @@ class CaptureReader:
         pos = 24
         frame = 0
         while True:
-            starts: list[int] = []
-            append = starts.append
             cap = pos + BLOCK_BYTES
-            while pos + 16 <= n and len(starts) < max_records and pos < cap:
-                incl = incl_at(mm, pos + 8)[0]
-                if incl > limit or pos + 16 + incl > n:
-                    break
-                append(pos)
-                pos += 16 + incl
-            if starts:
+            starts, pos = index_records(mm, pos, n, order, limit, max_records, BLOCK_BYTES)
+            if len(starts):
                 # one copy of the block's bytes: slicing bytes later is much cheaper than
                 # slicing the mapping, packet by packet
-                first = starts[0]
+                first = int(starts[0])
                 yield _block(mm[first:pos], a, starts, first, order, scale, linktype, frame)
                 frame += len(starts)
                 self.frames = frame
@@ -304,17 +322,8 @@ class CaptureReader:
             buf = self._buf
             pos = self._pos
             n = len(buf)
-            starts: list[int] = []
-            append = starts.append
-            while pos + 16 <= n and len(starts) < max_records:
-                incl = incl_at(buf, pos + 8)[0]
-                if incl > limit:
-                    break
-                if pos + 16 + incl > n:
-                    break
-                append(pos)
-                pos += 16 + incl
-            if starts:
+            starts, pos = index_records(buf, pos, n, order, limit, max_records, n - pos + 1)
+            if len(starts):
                 self._pos = pos
                 yield _block(buf, np.frombuffer(buf, np.uint8), starts, 0, order, scale, linktype,
                              frame)

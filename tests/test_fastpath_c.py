@@ -1,0 +1,170 @@
+"""The C loops (poolsniff/_fastpath.c) compute exactly what the numpy fallback computes.
+
+Header columns are compared on every record of every capture of the suite, and on
+damaged records (random cuts, flipped header bytes, lying lengths, odd link types) that
+hostile traffic produces; the record index is compared on intact and damaged files.
+"""
+
+import os
+import random
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import PCAPS, PUBLIC
+from poolsniff import batch, native
+from poolsniff.scan import scan_files
+from poolsniff.sources.pcapfile import CaptureReader, RecordBlock, block_from_packets, index_records
+
+CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
+                  + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
+
+needs_c = pytest.mark.skipif(native.fastpath is None and not os.environ.get("POOLSNIFF_REQUIRE_NATIVE"),
+                             reason="C extension not built (no compiler at install time)")
+
+
+def test_extension_built_where_required():
+    """CI installs with a compiler: there the extension must exist, or every C test would skip."""
+    if os.environ.get("POOLSNIFF_REQUIRE_NATIVE"):
+        assert native.fastpath is not None, "poolsniff._fastpath was not built by pip install"
+        assert native.ENGINE == "c"
+
+
+def _same_headers(blk: RecordBlock) -> None:
+    c = batch.headers_c(blk)
+    p = batch.headers_numpy(blk)
+    for name in batch.HEADER_COLUMNS:
+        a, b = getattr(c, name), getattr(p, name)
+        assert a.dtype.kind == b.dtype.kind, name
+        bad = np.flatnonzero(a != b)
+        assert not len(bad), (f"{name}: record {int(bad[0])}: C {a[bad[0]]} numpy {b[bad[0]]} "
+                              f"({len(bad)} records differ)")
+
+
+@needs_c
+def test_headers_equal_on_every_capture():
+    records = 0
+    taken = 0
+    for path in CAPTURES:
+        for blk in CaptureReader(str(path)).blocks(4096):
+            _same_headers(blk)
+            records += len(blk)
+            taken += int(batch.headers_c(blk).ok.sum())
+    assert records > 50_000 and taken > 0.9 * records
+
+
+def _packets() -> list[bytes]:
+    out = []
+    for path in CAPTURES[:60]:
+        for blk in CaptureReader(str(path)).blocks(4096):
+            for o, n in zip(blk.offs.tolist(), blk.incl.tolist()):
+                out.append(blk.buf[o:o + n])
+            break
+    return out
+
+
+PACKETS = _packets()
+
+
+def _damage(rng: random.Random, pkt: bytes) -> bytes:
+    b = bytearray(pkt)
+    for _ in range(rng.randrange(0, 4)):
+        if not b:
+            break
+        what = rng.randrange(4)
+        if what == 0:                                  # cut anywhere
+            del b[rng.randrange(len(b) + 1):]
+        elif what == 1 and b:                          # a byte of the first 80 (the headers)
+            b[rng.randrange(min(len(b), 80))] = rng.randrange(256)
+        elif what == 2 and len(b) > 20:                # a lying length field (IPv4 total / IPv6 payload)
+            at = rng.choice((16, 18, 20, 14 + 4))
+            if at + 2 <= len(b):
+                b[at:at + 2] = struct.pack("!H", rng.randrange(65536))
+        else:                                          # the header-length nibbles
+            at = rng.choice((14, 14 + 20 + 12, 14 + 40 + 12))
+            if at < len(b):
+                b[at] = rng.randrange(256)
+    return bytes(b)
+
+
+@needs_c
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300))
+def test_headers_equal_on_damaged_records(seed, n):
+    rng = random.Random(seed)
+    linktypes = (1, 1, 1, 101, 12, 14, 228, 229, 113, 0)
+    batch_ = [(i + 1, 1.0 + i, rng.choice(linktypes), _damage(rng, rng.choice(PACKETS))) for i in range(n)]
+    _same_headers(block_from_packets(batch_))
+
+
+@needs_c
+def test_headers_of_empty_and_tiny_records():
+    for sizes in ([0], [0, 0, 1], [1, 13, 14, 15, 33, 34, 53, 54]):
+        pkts = [(i + 1, 0.0, 1, b"\x45" * s) for i, s in enumerate(sizes)]
+        _same_headers(block_from_packets(pkts))
+
+
+def _index_both(buf: bytes, order: str, limit: int, max_records: int, max_bytes: int):
+    saved = native.ENGINE
+    try:
+        got = []
+        for engine in ("c", "numpy"):
+            native.ENGINE = engine
+            starts, pos = index_records(buf, 24, len(buf), order, limit, max_records, max_bytes)
+            got.append((starts.tolist(), pos))
+    finally:
+        native.ENGINE = saved
+    return got
+
+
+@needs_c
+@pytest.mark.parametrize("path", [p for p in CAPTURES if p.suffix == ".pcap"][:40], ids=lambda p: p.name)
+def test_index_equal(path):
+    buf = path.read_bytes()
+    order = "<" if buf[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    for max_records, max_bytes in ((65536, 32 << 20), (7, 32 << 20), (65536, 3000)):
+        c, p = _index_both(buf, order, 262144, max_records, max_bytes)
+        assert c == p
+        # a file cut anywhere: the same records, stopping at the same place
+        cut = buf[:len(buf) * 2 // 3 + 5]
+        assert _index_both(cut, order, 262144, max_records, max_bytes)[0] == \
+            _index_both(cut, order, 262144, max_records, max_bytes)[1]
+
+
+@needs_c
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=0, max_size=600), limit=st.integers(0, 300), big=st.booleans())
+def test_index_equal_on_garbage(data, limit, big):
+    buf = b"\0" * 24 + data
+    c, p = _index_both(buf, ">" if big else "<", limit, 1000, 1 << 20)
+    assert c == p
+
+
+@needs_c
+def test_extension_rejects_bad_arguments():
+    fp = native.fastpath
+    with pytest.raises(ValueError):
+        fp.parse_headers(b"", np.zeros(2, np.int64), np.zeros(1, np.int64), np.zeros(2, np.int64))
+    with pytest.raises(ValueError):
+        fp.index_pcap(b"", -1, 0, False, 1, 1, 1)
+    # offsets past the buffer are not taken (and not read)
+    blk = RecordBlock(b"x" * 10, np.array([5, 50, -3], np.int64), np.array([100, 10, 4], np.int64),
+                      np.zeros(3), np.arange(3, dtype=np.int64), np.ones(3, np.int64))
+    assert batch.headers_c(blk).ok.tolist() == [False, False, False]
+
+
+@needs_c
+@pytest.mark.parametrize("name", ["xmrig_compact.pcap", "xmrig_midstream_reordered.pcap",
+                                  "stratum_btc_spaced_crlf_qinq.pcap", "ethstratum_ipv6.pcap",
+                                  "kawpow.pcapng", "stratum_btc_snaplen256.pcap"])
+def test_scan_same_with_either_engine(name, catalogue, monkeypatch):
+    path = PCAPS / name
+    docs = []
+    for engine in ("c", "numpy"):
+        monkeypatch.setattr(native, "ENGINE", engine)
+        docs.append(scan_files([str(path)], catalogue).to_dict())
+    assert docs[0]["hosts"] == docs[1]["hosts"] and docs[0]["stats"] == docs[1]["stats"]
+    assert docs[0]["hosts"], "each of these captures has a miner"
