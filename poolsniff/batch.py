@@ -24,7 +24,7 @@ import numpy as np
 from poolsniff import native
 from poolsniff.decode import decode
 from poolsniff.model import Segment
-from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats
+from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, gc_between_batches
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -215,6 +215,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     n = len(blk)
     if n == 0:
         return
+    gc_between_batches()
     st = sc.stats
     hd = headers(blk)
     base = blk.offs
