@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from poolsniff import native
-from poolsniff.decode import decode
 from poolsniff.model import Segment
 from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, gc_between_batches
 from poolsniff.sources.pcapfile import RecordBlock
@@ -266,16 +265,18 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         np.minimum.at(first_shut, gid[shut], pos[shut])
         reopen = (last_syn > first_shut).tolist()
         has_syn = (last_syn >= 0).tolist()
-        side0 = np.zeros(ng, np.uint64)
+        flip = np.zeros(ng, np.int64)      # 1: the group's first packet is from side 1 of its flow
         active = np.zeros(ng, bool)
         buf = blk.buf
-        for g in order.tolist():
-            i = int(tcp[first[g]])
-            ln = int(alen[i])
-            s_ip = buf[int(src_at[i]):int(src_at[i]) + ln]
-            d_ip = buf[int(dst_at[i]):int(dst_at[i]) + ln]
-            ka = (s_ip, int(sport[i]))
-            kb = (d_ip, int(dport[i]))
+        fi = tcp[first[order]]              # each group's first packet, groups in creation order
+        for g, sa, da, ln, sp, dp, fl0, fr0, ts0 in zip(
+                order.tolist(), src_at[fi].tolist(), dst_at[fi].tolist(), alen[fi].tolist(),
+                sport[fi].tolist(), dport[fi].tolist(), flags[fi].tolist(), blk.frame[fi].tolist(),
+                blk.ts[fi].tolist()):
+            s_ip = buf[sa:sa + ln]
+            d_ip = buf[da:da + ln]
+            ka = (s_ip, sp)
+            kb = (d_ip, dp)
             key = (ka, kb) if ka < kb else (kb, ka)
             flow = flows.get(key)
             group_key[g] = key
@@ -283,31 +284,33 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                 slow_groups.append(g)
                 continue
             if flow is None:
-                if flags[i] & TH_RST:
+                if fl0 & TH_RST:
                     slow_groups.append(g)          # the per-packet path decides (rare)
                     continue
-                seg = Segment(int(blk.frame[i]), float(blk.ts[i]), 6 if ln == 16 else 4, s_ip, d_ip, 6,
-                              int(sport[i]), int(dport[i]), int(flags[i]), 0, b"", 0)
+                seg = Segment(fr0, ts0, 6 if ln == 16 else 4, s_ip, d_ip, 6, sp, dp, fl0, 0, b"", 0)
                 flow = Flow(key, seg, sc.file)
                 flows[key] = flow
                 st.flows += 1
                 if len(flows) > sc.max_flows:
                     sc._evict()
                 sc._new_flow(flow, seg)
+            elif sp != flow.ports[0] or s_ip != flow.ips[0]:
+                flip[g] = 1
             group_flow[g] = flow
-            side0[g] = endpoint_hash(flow.ips[0], flow.ports[0])
             active[g] = flow.state != "other"
         slow = np.zeros(ng, bool)
         if slow_groups:
             slow[slow_groups] = True
-        side = (ea != side0[gid]).astype(np.int64)
+        # a packet is from its flow's side 0 when it comes from the endpoint that sent the
+        # group's first packet, unless that one came from side 1
+        side = (ea != ea[first][gid]).astype(np.int64) ^ flip[gid]
         fast = ~slow[gid]
         # counters in bulk, per (group, side)
         ti = tcp[fast]
         gi = gid[fast]
         cell = gi * 2 + side[fast]
         pk = np.bincount(cell, minlength=2 * ng)
-        by = np.bincount(cell, weights=wirelen[ti], minlength=2 * ng)
+        by = np.bincount(cell, weights=wirelen[ti], minlength=2 * ng).astype(np.int64)
         lastpos = np.full(ng, -1, np.int64)
         np.maximum.at(lastpos, gi, pos[fast])
         # the latest payload and closing (FIN per side, RST), per flow: what the per-packet
@@ -316,13 +319,16 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         data_ts = np.full(ng, -np.inf)
         has_data = (plen[ti] > 0) | (missing[ti] > 0)
         np.maximum.at(data_ts, gi[has_data], tsf[has_data])
-        for g, dts in zip(np.flatnonzero(lastpos >= 0).tolist(), data_ts[lastpos >= 0].tolist()):
+        live = np.flatnonzero(lastpos >= 0)
+        for g, p0, p1, b0, b1, lts, dts in zip(
+                live.tolist(), pk[2 * live].tolist(), pk[2 * live + 1].tolist(), by[2 * live].tolist(),
+                by[2 * live + 1].tolist(), blk.ts[tcp[lastpos[live]]].tolist(), data_ts[live].tolist()):
             f = group_flow[g]
-            f.pkts[0] += int(pk[2 * g])
-            f.pkts[1] += int(pk[2 * g + 1])
-            f.nbytes[0] += int(by[2 * g])
-            f.nbytes[1] += int(by[2 * g + 1])
-            f.last_ts = float(blk.ts[tcp[lastpos[g]]])
+            f.pkts[0] += p0
+            f.pkts[1] += p1
+            f.nbytes[0] += b0
+            f.nbytes[1] += b1
+            f.last_ts = lts
             if dts > f.data_ts:
                 f.data_ts = dts
         fshut = shut & fast
@@ -375,10 +381,10 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             sc._dns(Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 17,
                             int(sport[i]), int(dport[i]), 0, 0, buf[ps:pe], int(wirelen[i])))
             continue
-        if g in slow_set:
-            seg = decode(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])], _NULL_STATS)
-            if seg is not None:
-                sc._tcp(seg)
+        if g in slow_set:                   # the per-packet handler, from the parsed columns
+            sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
+            sc._tcp(Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 6,
+                            int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss))
             continue
         flow = group_flow[g]
         if pe == ps and not miss:          # a SYN without payload: handshake bookkeeping only
@@ -401,15 +407,3 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             if key is not None and key in table:
                 table.move_to_end(key)
     sc.end_batch(n)
-
-
-class _NullStats:
-    """Decode statistics for packets already counted by the batch."""
-
-    packets = decoded = 0
-
-    def skip(self, why: str) -> None:
-        pass
-
-
-_NULL_STATS = _NullStats()

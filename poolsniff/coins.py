@@ -9,6 +9,7 @@ breaks the tie.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -73,9 +74,16 @@ def _check(addr: str, coin: str, chk: str | None) -> bool | None:
 
 def find_wallets(text: str) -> list[Wallet]:
     """Addresses in a login/worker string (first match per span wins)."""
-    out: list[Wallet] = []
     if not text or len(text) > 1024:
-        return out
+        return []
+    return list(_find_wallets(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _find_wallets(text: str) -> tuple[Wallet, ...]:
+    """find_wallets, remembered: a miner logs in with the same string on every session (a
+    checksum check is a base58 decode or a bech32 decode, and ~20 patterns are tried)."""
+    out: list[Wallet] = []
     taken: list[tuple[int, int]] = []
     for coin, rx, chk in _COMPILED:
         for m in rx.finditer(text):
@@ -87,7 +95,7 @@ def find_wallets(text: str) -> list[Wallet]:
                 continue
             taken.append((s, e))
             out.append(Wallet(m.group(0), coin, ok))
-    return out
+    return tuple(out)
 
 
 def split_login(login: str) -> tuple[str, str | None]:

@@ -500,7 +500,14 @@ class HostEvidence:
             r.reported_sum += rec.reported_sum
             r.reported_min = min(r.reported_min, min(rec.reported))
             r.reported_max = max(r.reported_max, max(rec.reported))
-        self.add_evidence([dict(e, **flow_info) for e in rec.evidence], rec.evidence_total)
+        ev = rec.evidence
+        if len(self.evidence) >= MAX_EVIDENCE and ev:
+            # most sessions come after the host's kept evidence: drop them before copying
+            worst = _ev_key(self.evidence[-1])
+            wts = worst[0]
+            ev = [e for e in ev if (flow_info["ts"] if "ts" in flow_info else e.get("ts", 0.0)) <= wts
+                  and _ev_key(e, flow_info) < worst]
+        self.add_evidence([dict(e, **flow_info) for e in ev], rec.evidence_total)
 
     # -- merging -----------------------------------------------------------------------
     def merge(self, o: HostEvidence) -> None:
@@ -750,9 +757,15 @@ def host_order(h: HostEvidence) -> tuple[int, str]:
     return -VERDICTS[h.verdict], h.ip
 
 
-def _ev_key(e: dict[str, Any]) -> tuple[Any, ...]:
+def _ev_key(e: dict[str, Any], over: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """The order evidence is kept in; ``over``: fields that will replace e's (a flow's tuple)."""
+    if over:
+        e = {**e, **{k: over[k] for k in _EV_KEY_FIELDS if k in over}}
     return (e.get("ts", 0.0), str(e.get("pcap_filename", "")), e.get("pcap_cnt", 0),
             e.get("reason", ""))
+
+
+_EV_KEY_FIELDS = ("ts", "pcap_filename", "pcap_cnt", "reason")
 
 
 def resolve_algorithm(algo: str | None, coins: set[str]) -> str | None:

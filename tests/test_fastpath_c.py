@@ -168,3 +168,14 @@ def test_scan_same_with_either_engine(name, catalogue, monkeypatch):
         docs.append(scan_files([str(path)], catalogue).to_dict())
     assert docs[0]["hosts"] == docs[1]["hosts"] and docs[0]["stats"] == docs[1]["stats"]
     assert docs[0]["hosts"], "each of these captures has a miner"
+
+
+def test_endpoint_hash_is_the_hash_the_columns_carry():
+    """``ea`` of a TCP packet is endpoint_hash(source address, source port), either engine."""
+    blk = next(CaptureReader(str(PCAPS / "ethstratum_ipv6.pcap")).blocks(4096))
+    for hd in (batch.headers_numpy(blk),) + ((batch.headers_c(blk),) if native.fastpath else ()):
+        tcp = np.flatnonzero(hd.is_tcp)
+        assert len(tcp)
+        for i in tcp[:50].tolist():
+            ip = blk.buf[int(hd.src_at[i]):int(hd.src_at[i]) + int(hd.alen[i])]
+            assert int(hd.ea[i]) == batch.endpoint_hash(ip, int(hd.sport[i]))
