@@ -8,6 +8,7 @@ both, which is what makes long watches, restarts and scale-out correct.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import sys
 from array import array
@@ -42,6 +43,7 @@ def algo_coin(algo: str | None) -> str | None:
 SKETCH_K = 4096          # distinct items counted exactly per capped set, estimated beyond
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def stable_hash(x: Any) -> int:
     """A 64-bit hash of an item that is the same in every process (Python's ``hash`` of a
     string is salted per process; a store outlives processes)."""

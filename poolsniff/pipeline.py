@@ -192,7 +192,8 @@ class Scanner:
         self.max_flows = max_flows or MAX_FLOWS
         self.flows: OrderedDict[tuple[Any, ...], Flow] = OrderedDict()
         self.hosts: dict[str, HostEvidence] = {}
-        self.endpoints: OrderedDict[str, tuple[Match, float]] = OrderedDict()
+        # pool endpoints learned from DNS: packed address -> (signature, when first learned)
+        self.endpoints: OrderedDict[bytes, tuple[Match, float]] = OrderedDict()
         self.stats = Stats()
         self.anomaly_events: list[dict[str, Any]] = []
         self.domain_events: list[dict[str, Any]] = []
@@ -290,6 +291,7 @@ class Scanner:
                                     "rev": hit.pool.rev, "role": hit.role,
                                     "source": hit.pool.source}})
             for ip in ips:
+                ip = _packed(ip)
                 prev = self.endpoints.get(ip)
                 # keep when this IP was first learned for this pool: a session counts only
                 # if the answer was seen before the session's last packet
@@ -683,7 +685,7 @@ class Scanner:
             # a pool endpoint learned from DNS before the flow's last packet (looked up here,
             # not at flow creation, so the answer does not depend on processing order)
             for side in (0, 1):
-                hit = self.endpoints.get(ip_str(flow.ips[1 - side]))
+                hit = self.endpoints.get(flow.ips[1 - side])
                 if hit is not None and hit[1] <= flow.last_ts and flow.ports[1 - side] != 53:
                     endpoint = hit[0]
                     if client is None:
@@ -828,6 +830,11 @@ def _random_looking(data: bytes) -> bool:
 
 def _sv2_act1(data: bytes) -> bool:
     return len(data) == SV2_ACT1_BYTES and _random_looking(data)
+
+
+def _packed(ip: str) -> bytes:
+    """An address from a DNS answer, packed as flows carry theirs."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
 
 
 def _is_ip(text: str) -> bool:
