@@ -46,9 +46,17 @@ SKETCH_K = 4096          # distinct items counted exactly per capped set, estima
 @functools.lru_cache(maxsize=1 << 14)
 def stable_hash(x: Any) -> int:
     """A 64-bit hash of an item that is the same in every process (Python's ``hash`` of a
-    string is salted per process; a store outlives processes)."""
-    return int.from_bytes(blake2b(repr(x).encode("utf-8", "backslashreplace"),
+    string is salted per process; a store outlives processes). Remembered: items past a
+    set's cap come back again and again (a probe host's pools, a busy host's links)."""
+    return int.from_bytes(blake2b(_repr(x).encode("utf-8", "backslashreplace"),
                                   digest_size=8).digest(), "big")
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _repr(x: Any) -> str:
+    """repr, remembered. Equal items share a cache entry, so this relies on what the sets hold:
+    each field of an item always has one type (1 and 1.0 never meet in one field)."""
+    return repr(x)
 
 
 class CappedSet:
@@ -103,7 +111,7 @@ class CappedSet:
         if rs is None:
             self._by_repr = {repr(y): y for y in self.items}
             self._reprs = rs = sorted(self._by_repr)
-        r = repr(x)
+        r = _repr(x)
         if r < rs[-1]:
             self.items.discard(self._by_repr.pop(rs.pop()))
             insort(rs, r)
