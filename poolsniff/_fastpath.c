@@ -181,15 +181,15 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
         COL(C_PSTART) = pstart;
         COL(C_PLEN) = plen > 0 ? plen : 0;
         COL(C_WIRELEN) = declared - ip;
+        uint64_t ea = fold(a + src_at, v6) * K3 ^ sport;
+        uint64_t eb = fold(a + dst_at, v6) * K3 ^ dport;
+        uint64_t lo = ea < eb ? ea : eb, hi = ea < eb ? eb : ea;
+        COL(C_EA) = (int64_t)ea;
+        COL(C_H) = (int64_t)(lo * K1 ^ hi * K2);
         if (tcp) {
             COL(C_MISSING) = declared - end;
             COL(C_FLAGS) = a[l4 + 13];
             COL(C_SEQ) = rd32(a + l4 + 4);
-            uint64_t ea = fold(a + src_at, v6) * K3 ^ sport;
-            uint64_t eb = fold(a + dst_at, v6) * K3 ^ dport;
-            uint64_t lo = ea < eb ? ea : eb, hi = ea < eb ? eb : ea;
-            COL(C_EA) = (int64_t)ea;
-            COL(C_H) = (int64_t)(lo * K1 ^ hi * K2);
         }
     }
 #undef COL

@@ -23,24 +23,17 @@ import numpy as np
 
 from poolsniff import native
 from poolsniff.model import Segment
-from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, gc_between_batches
+from poolsniff.pipeline import (HASH_K1, HASH_K2, HASH_K3, TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats,
+                                gc_between_batches)
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
     from poolsniff.pipeline import Scanner
 
 _VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_K3 = np.uint64(0x165667B19E3779F9)
-_M64 = (1 << 64) - 1
-
-
-def endpoint_hash(ip: bytes, port: int) -> int:
-    """The 64-bit (address, port) hash the batch path groups by, computed in Python."""
-    x = int.from_bytes(ip, "big")
-    fold = x if len(ip) == 4 else (x >> 64) ^ (x & _M64)
-    return ((fold * int(_K3)) & _M64) ^ port
+_K1 = np.uint64(HASH_K1)
+_K2 = np.uint64(HASH_K2)
+_K3 = np.uint64(HASH_K3)
 
 
 def _fold(a: np.ndarray, at: np.ndarray, v6: np.ndarray) -> np.ndarray:
@@ -51,13 +44,15 @@ def _fold(a: np.ndarray, at: np.ndarray, v6: np.ndarray) -> np.ndarray:
     return np.where(v6, hi ^ lo, w0)
 
 
-def _count(st: Stats, blk: RecordBlock, common: np.ndarray) -> None:
-    """The block's packet counters (the per-packet path counts its own)."""
-    st.packets += len(blk)
-    st.bytes += int(blk.incl.sum())
-    if len(common):
+def _count(st: Stats, blk: RecordBlock, common: np.ndarray, lead: bool) -> None:
+    """The block's packet counters (the per-packet path counts its own; of --jobs parts, the
+    lead counts them) and its time span (every part)."""
+    if lead:
+        st.packets += len(blk)
+        st.bytes += int(blk.incl.sum())
         st.decode.packets += len(common)
         st.decode.decoded += len(common)
+    if len(common):
         tsc = blk.ts[common]
         st.saw(float(tsc.min()), float(tsc.max()))
 
@@ -93,12 +88,12 @@ class Headers:
     uint64). ``ok`` marks the records the batch path takes (Ethernet with up to two VLAN
     tags or raw IP; IPv4 unfragmented or IPv6 without extension headers; TCP or UDP with a
     whole header); every other field is 0 where ``ok`` is 0, and the TCP-only fields
-    (``missing``, ``flags``, ``seq``, ``ea``, ``h``) are 0 for UDP.
+    (``missing``, ``flags``, ``seq``) are 0 for UDP.
 
     ``src_at``/``dst_at``/``pstart`` are positions in the block's buffer, ``plen`` the payload
     captured, ``missing`` the TCP payload the snap length cut off, ``wirelen`` the IP length,
-    ``ea`` the sender's endpoint hash (:func:`endpoint_hash`) and ``h`` the 5-tuple's hash
-    (the same for both directions)."""
+    ``ea`` the sender's endpoint hash (:func:`~poolsniff.pipeline.endpoint_hash`) and ``h``
+    the 5-tuple's hash (:func:`~poolsniff.pipeline.flow_hash`, the same both ways)."""
 
     __slots__ = HEADER_COLUMNS
 
@@ -130,8 +125,8 @@ def headers_c(blk: RecordBlock) -> Headers:
     assert fp is not None
     n = len(blk)
     raw = fp.parse_headers(blk.buf, np.ascontiguousarray(blk.offs, np.int64),
-                                  np.ascontiguousarray(blk.incl, np.int64),
-                                  np.ascontiguousarray(blk.linktype, np.int64))
+                           np.ascontiguousarray(blk.incl, np.int64),
+                           np.ascontiguousarray(blk.linktype, np.int64))
     m = np.frombuffer(raw, np.int64).reshape(len(HEADER_COLUMNS), n)
     cols = dict(zip(HEADER_COLUMNS, m))
     cols["ok"] = cols["ok"].astype(bool)
@@ -201,7 +196,7 @@ def headers_numpy(blk: RecordBlock) -> Headers:
         "missing": np.where(is_tcp, declared - end, zero), "wirelen": np.where(ok, declared - ip, zero),
         "flags": np.where(is_tcp, _u8(a, l4 + 13), 0).astype(np.int64),
         "seq": np.where(is_tcp, _be32(a, l4 + 4), zero),
-        "ea": np.where(is_tcp, ea, np.uint64(0)), "h": np.where(is_tcp, h, np.uint64(0)),
+        "ea": np.where(ok, ea, np.uint64(0)), "h": np.where(ok, h, np.uint64(0)),
     }
     return Headers(cols)
 
@@ -230,9 +225,18 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     udp = common[~is_tcp[common]]
     dns = udp[(sport[udp] == 53) | (dport[udp] == 53) | (sport[udp] == 5353)]
     tcp = common[is_tcp[common]]
+    others_dns = dns[:0]
+    if sc.part is not None:
+        # a --jobs part: the flows and DNS messages of the others are not ours (their DNS
+        # answers still teach us pool endpoints)
+        k, parts = sc.part
+        mine = (hd.h % np.uint64(parts)) == np.uint64(k)
+        tcp = tcp[mine[tcp]]
+        others_dns = dns[~mine[dns]]
+        dns = dns[mine[dns]]
 
     # -- TCP: group by 5-tuple ---------------------------------------------------------------------
-    interesting: list[np.ndarray] = [fallback, dns]
+    interesting: list[np.ndarray] = [fallback, dns, others_dns]
     group_flow: list[Flow | None] = []
     slow_groups: list[int] = []
     gid = np.empty(0, np.int64)
@@ -247,7 +251,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             # on the exact packet order, so this block takes the per-packet path
             _feed_plain(sc, blk)
             return
-    _count(st, blk, common)
+    _count(st, blk, common, sc.lead)
     if len(tcp):
         order = np.argsort(first, kind="stable")
         flows = sc.flows
@@ -355,9 +359,10 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         pos_in_tcp = np.full(n, -1, np.int64)
 
     todo = np.sort(np.concatenate(interesting))
-    kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns
+    kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns, 3 another part's dns
     kind[fallback] = 1
     kind[dns] = 2
+    kind[others_dns] = 3
     slow_set = set(slow_groups)
     buf = blk.buf
     # one conversion per column for the selected packets (numpy scalars are slow in a loop)
@@ -376,10 +381,11 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         if k == 1:                          # not the common case: the per-packet decoder
             sc.packet(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])])
             continue
-        if k == 2:
+        if k >= 2:                          # DNS (3: another part's, to learn endpoints from)
             sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
             sc._dns(Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 17,
-                            int(sport[i]), int(dport[i]), 0, 0, buf[ps:pe], int(wirelen[i])))
+                            int(sport[i]), int(dport[i]), 0, 0, buf[ps:pe], int(wirelen[i])),
+                    learn_only=k == 3)
             continue
         if g in slow_set:                   # the per-packet handler, from the parsed columns
             sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])

@@ -58,9 +58,9 @@ def cli() -> None:
 @click.option("--signatures", "sigdir", type=click.Path(file_okay=False),
               help="Directory of pool signature YAML files (default: the bundled catalogue).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
-              help="Scan the captures on N cores, each as its own observation, and merge "
-                   "(same answer for any N). Without --jobs, captures are read in order as "
-                   "one observation: use that for a capture split into rotated files.")
+              help="Use N cores: each reads all the captures and takes 1/N of the flows (by "
+                   "5-tuple hash); the merged answer is exactly that of one core, for one "
+                   "large file as for many.")
 @click.option("--max-flows", type=click.IntRange(1000, 50_000_000), default=None,
               help="Flows tracked at once (default 200000, under 1 KB each); past it the "
                    "oldest idle flows are finished first and counted as evicted.")

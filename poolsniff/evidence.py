@@ -15,7 +15,6 @@ from array import array
 from bisect import bisect_left, insort
 from hashlib import blake2b
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from poolsniff.coins import find_wallets
@@ -371,28 +370,104 @@ class FlowRecord:
         return out
 
 
-@dataclass
-class AlgoRate:
-    """Mergeable hashrate accumulator for one algorithm."""
+class ExactSum:
+    """A sum of floats kept exactly, as non-overlapping partials (Shewchuk's algorithm, the one
+    ``math.fsum`` uses, kept open so terms can keep arriving and sums can merge). Its value is
+    the correctly rounded total whatever order the terms came in, so parts merged in any order
+    (--jobs workers, watch flushes, stores) equal one pass over everything, to the last bit."""
 
-    n: int = 0                 # accepted shares submitted while work was known
-    exposure: float = 0.0      # seconds per hash
-    work: float = 0.0          # Σ hashes of those shares
-    window_s: float = 0.0      # seconds with a job of known work in force
-    reported_n: int = 0
-    reported_sum: float = 0.0
-    reported_min: float = math.inf
-    reported_max: float = 0.0
+    __slots__ = ("partials", "special")
+
+    def __init__(self, x: float | list[float] = 0.0) -> None:
+        self.partials: list[float] = []
+        self.special = 0.0          # inf and nan terms (they have no exact partials)
+        for v in x if isinstance(x, list) else (x,):
+            self.add(v)
+
+    def add(self, x: float) -> None:
+        x = float(x)
+        if not math.isfinite(x):
+            self.special += x
+            return
+        partials = self.partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+
+    def merge(self, other: ExactSum) -> None:
+        for v in other.partials:
+            self.add(v)
+        self.special += other.special
+
+    def __float__(self) -> float:
+        return math.fsum(self.partials) + self.special
+
+    def state(self) -> list[float] | float:
+        return float(self) if self.special else list(self.partials)
+
+
+_RATE_SUMS = ("exposure", "work", "window_s", "reported_sum")
+
+
+class AlgoRate:
+    """Mergeable hashrate accumulator for one algorithm (its float sums are exact, so merging
+    in any order gives the same answer)."""
+
+    __slots__ = ("n", "reported_n", "reported_min", "reported_max", "_sums")
+
+    def __init__(self, n: int = 0, exposure: float | list[float] = 0.0, work: float | list[float] = 0.0,
+                 window_s: float | list[float] = 0.0, reported_n: int = 0,
+                 reported_sum: float | list[float] = 0.0, reported_min: float | None = math.inf,
+                 reported_max: float = 0.0) -> None:
+        self.n = n                      # accepted shares submitted while work was known
+        self.reported_n = reported_n
+        self.reported_min = math.inf if reported_min is None else reported_min
+        self.reported_max = reported_max
+        self._sums = {k: ExactSum(v) for k, v in zip(_RATE_SUMS, (exposure, work, window_s, reported_sum))}
+
+    def add(self, name: str, x: float) -> None:
+        """Add to one of the sums: exposure (seconds per hash), work (hashes of the accepted
+        shares), window_s (seconds with a job of known work in force), reported_sum (H/s the
+        miner reported)."""
+        self._sums[name].add(x)
+
+    @property
+    def exposure(self) -> float:
+        return float(self._sums["exposure"])
+
+    @property
+    def work(self) -> float:
+        return float(self._sums["work"])
+
+    @property
+    def window_s(self) -> float:
+        return float(self._sums["window_s"])
+
+    @property
+    def reported_sum(self) -> float:
+        return float(self._sums["reported_sum"])
 
     def merge(self, o: AlgoRate) -> None:
         self.n += o.n
-        self.exposure += o.exposure
-        self.work += o.work
-        self.window_s += o.window_s
+        for k in _RATE_SUMS:
+            self._sums[k].merge(o._sums[k])
         self.reported_n += o.reported_n
-        self.reported_sum += o.reported_sum
         self.reported_min = min(self.reported_min, o.reported_min)
         self.reported_max = max(self.reported_max, o.reported_max)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able and lossless (the sums as their partials)."""
+        return {"n": self.n, "reported_n": self.reported_n,
+                "reported_min": None if self.reported_min == math.inf else self.reported_min,
+                "reported_max": self.reported_max, **{k: self._sums[k].state() for k in _RATE_SUMS}}
 
 
 class HostEvidence:
@@ -499,15 +574,15 @@ class HostEvidence:
                 continue
             f = work_factor(algo, unit)
             r = self.rates.setdefault(algo, AlgoRate())
-            r.exposure += raw_exp / f
+            r.add("exposure", raw_exp / f)
             r.n += rec.n_exposed.get(unit, 0)
-            r.work += rec.accepted_raw.get(unit, 0.0) * f
+            r.add("work", rec.accepted_raw.get(unit, 0.0) * f)
         if algo and rec.first_work_ts is not None and rec.exposure_raw:
-            self.rates.setdefault(algo, AlgoRate()).window_s += max(0.0, last - rec.first_work_ts)
+            self.rates.setdefault(algo, AlgoRate()).add("window_s", max(0.0, last - rec.first_work_ts))
         if rec.reported_n:
             r = self.rates.setdefault(algo or "ethash", AlgoRate())
             r.reported_n += rec.reported_n
-            r.reported_sum += rec.reported_sum
+            r.add("reported_sum", rec.reported_sum)
             r.reported_min = min(r.reported_min, min(rec.reported))
             r.reported_max = max(r.reported_max, max(rec.reported))
         ev = rec.evidence
@@ -552,8 +627,7 @@ class HostEvidence:
             "sets": {n: getattr(self, n).state() for n in _SETS},
             "methods": self.methods,
             "counts": {n: getattr(self, n) for n in _COUNTS},
-            "rates": {a: {k: (None if v == math.inf else v) for k, v in vars(r).items()}
-                      for a, r in self.rates.items()},
+            "rates": {a: r.state() for a, r in self.rates.items()},
             "first_seen": None if self.first_seen == math.inf else self.first_seen,
             "last_seen": None if self.last_seen == -math.inf else self.last_seen,
             "evidence": self.evidence, "evidence_total": self.evidence_total,
@@ -569,8 +643,7 @@ class HostEvidence:
         for n, v in st["counts"].items():
             setattr(h, n, v)
         for a, r in st["rates"].items():
-            h.rates[a] = AlgoRate(**{k: (math.inf if k == "reported_min" and v is None else v)
-                                     for k, v in r.items()})
+            h.rates[a] = AlgoRate(**r)
         h.first_seen = math.inf if st["first_seen"] is None else st["first_seen"]
         h.last_seen = -math.inf if st["last_seen"] is None else st["last_seen"]
         h.evidence = list(st["evidence"])
@@ -607,14 +680,13 @@ class HostEvidence:
                       for e in d.get("evidence") or ()]
         h.evidence_total = d.get("evidence_total", len(h.evidence))
         for e in d.get("hashrate") or ():
-            r = AlgoRate(n=e.get("shares", 0), exposure=e.get("exposure_s_per_hash") or 0.0,
-                         work=e.get("work_hashes") or 0.0, window_s=e.get("window_s") or 0.0)
-            rep = e.get("reported")
-            if rep:
-                r.reported_n = rep["count"]
-                r.reported_sum = rep.get("sum_hs", rep["mean_hs"] * rep["count"])
-                r.reported_min, r.reported_max = rep["min_hs"], rep["max_hs"]
-            h.rates[e["algorithm"]] = r
+            rep = e.get("reported") or {}
+            h.rates[e["algorithm"]] = AlgoRate(
+                n=e.get("shares", 0), exposure=e.get("exposure_s_per_hash") or 0.0,
+                work=e.get("work_hashes") or 0.0, window_s=e.get("window_s") or 0.0,
+                reported_n=rep.get("count", 0),
+                reported_sum=rep.get("sum_hs", rep.get("mean_hs", 0.0) * rep.get("count", 0)),
+                reported_min=rep.get("min_hs", math.inf), reported_max=rep.get("max_hs", 0.0))
         return h
 
     # -- output --------------------------------------------------------------------------

@@ -41,9 +41,29 @@ CLOSED_LINGER_S = 10.0      # a TCP flow closed (FIN both ways, or RST) and sile
 MAX_ENDPOINTS = 100_000     # pool endpoints learned from DNS
 MAX_HOSTS = 1_000_000
 MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
+MAX_DOMAIN_EVENTS = 10_000  # pool-domain events kept for output
 SWEEP_EVERY = 50_000        # packets between idle sweeps
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
+
+# the flow hash (the batch path groups packets by it; --jobs splits flows among workers by it)
+HASH_K1, HASH_K2, HASH_K3 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+_M64 = (1 << 64) - 1
+
+
+def endpoint_hash(ip: bytes, port: int) -> int:
+    """64 bits of an (address, port): the address folded to 64 bits (IPv6: high half XOR low
+    half), times a constant, XOR the port. The C extension and numpy compute the same."""
+    x = int.from_bytes(ip, "big")
+    fold = x if len(ip) == 4 else (x >> 64) ^ (x & _M64)
+    return ((fold * HASH_K3) & _M64) ^ port
+
+
+def flow_hash(src: bytes, sport: int, dst: bytes, dport: int) -> int:
+    """64 bits of a 5-tuple's two endpoints, the same in both directions."""
+    a, b = endpoint_hash(src, sport), endpoint_hash(dst, dport)
+    lo, hi = min(a, b), max(a, b)
+    return ((lo * HASH_K1) & _M64) ^ ((hi * HASH_K2) & _M64)
 
 
 GC_YOUNG = 200_000          # container allocations between collections, inside pipeline_gc
@@ -187,9 +207,20 @@ class Flow:
 class Scanner:
     """Feeds packets through the pipeline and accumulates host evidence."""
 
-    def __init__(self, catalogue: Catalogue, max_flows: int | None = None) -> None:
+    def __init__(self, catalogue: Catalogue, max_flows: int | None = None,
+                 part: tuple[int, int] | None = None) -> None:
         self.cat = catalogue
         self.max_flows = max_flows or MAX_FLOWS
+        # part (k, n): this scanner is worker k of n over the same packets (--jobs). It owns the
+        # flows whose flow_hash is k mod n and the DNS messages likewise; it still learns pool
+        # endpoints from every DNS answer and sees every timestamp, so its sweeps and lookups
+        # are those of a single scanner. Worker 0 (the lead) counts the packets, bytes, decode
+        # results and capture damage; the workers' evidence and counters then add up to exactly
+        # what one scanner finds (scan.scan_parallel merges them).
+        if part is not None and not 0 <= part[0] < part[1]:
+            raise ValueError(f"part {part}: want (k, n) with 0 <= k < n")
+        self.part = part
+        self.lead = part is None or part[0] == 0
         self.flows: OrderedDict[tuple[Any, ...], Flow] = OrderedDict()
         self.hosts: dict[str, HostEvidence] = {}
         # pool endpoints learned from DNS: packed address -> (signature, when first learned)
@@ -213,22 +244,31 @@ class Scanner:
         gc_between_batches()
         st = self.stats
         for frame, ts, linktype, buf in batch:
-            st.packets += 1
-            st.bytes += len(buf)
+            if self.lead:
+                st.packets += 1
+                st.bytes += len(buf)
             self.packet(frame, ts, linktype, buf)
         self.end_batch(len(batch))
 
     def packet(self, frame: int, ts: float, linktype: int, buf: bytes) -> None:
         """Decode one frame and hand it on (packet and byte counters are the caller's)."""
-        seg = decode(frame, ts, linktype, buf, self.stats.decode)
+        seg = decode(frame, ts, linktype, buf, self.stats.decode if self.lead else DecodeStats())
         if seg is None:
             return
         self.stats.saw(ts, ts)
+        mine = self.owns(seg)
         if seg.proto == 17:
             if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:
-                self._dns(seg)
+                self._dns(seg, learn_only=not mine)
             return
-        self._tcp(seg)
+        if mine:
+            self._tcp(seg)
+
+    def owns(self, seg: Segment) -> bool:
+        """Whether this scanner handles the segment's flow (always, unless it is a --jobs part)."""
+        if self.part is None:
+            return True
+        return flow_hash(seg.src, seg.sport, seg.dst, seg.dport) % self.part[1] == self.part[0]
 
     def end_batch(self, n: int) -> None:
         """After n packets: finish idle flows every SWEEP_EVERY packets."""
@@ -254,11 +294,15 @@ class Scanner:
             self.anomaly_events.append(ev)
 
     # -- DNS -----------------------------------------------------------------------------
-    def _dns(self, seg: Segment) -> None:
+    def _dns(self, seg: Segment, learn_only: bool = False) -> None:
+        """A DNS message: a lookup of a pool name is a sign on the client; the addresses in the
+        answer become pool endpoints. ``learn_only``: another --jobs part owns the message and
+        reports it; this one only learns the endpoints."""
         res = parse_dns(seg.payload)
         if res is None:
             return
-        self.stats.dns_messages += 1
+        if not learn_only:
+            self.stats.dns_messages += 1
         is_resp, qnames, answers = res
         if not qnames:
             return
@@ -272,24 +316,8 @@ class Scanner:
                     break
             if hit is None:
                 continue
-            host = self._host(ip_str(client))
-            host.raise_verdict("suspect", f"dns lookup of pool name {q}")
-            host.signatures.add(hit.pool.id)
-            host.domains.add(q)
-            host.seen(seg.ts)
-            reason = (f"DNS {'answer' if is_resp else 'query'} {q}"
-                      + (f" -> {', '.join(ips[:4])}" if ips else "")
-                      + f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})")
-            host.add_evidence([{"pcap_filename": self.file, "pcap_cnt": seg.frame, "ts": seg.ts,
-                                "reason": reason}])
-            if len(self.domain_events) < 10_000:
-                self.domain_events.append({
-                    "ts": seg.ts, "pcap_filename": self.file, "pcap_cnt": seg.frame,
-                    "src_ip": ip_str(client), "dest_ip": ip_str(seg.src if is_resp else seg.dst),
-                    "pool_domain": {"name": q, "seen_in": "dns", "answers": ips[:16],
-                                    "chain": names[1:], "signature_id": hit.pool.id,
-                                    "rev": hit.pool.rev, "role": hit.role,
-                                    "source": hit.pool.source}})
+            if not learn_only:
+                self._dns_evidence(seg, q, names, ips, hit, is_resp, client)
             for ip in ips:
                 ip = _packed(ip)
                 prev = self.endpoints.get(ip)
@@ -300,6 +328,28 @@ class Scanner:
                 self.endpoints.move_to_end(ip)
                 if len(self.endpoints) > MAX_ENDPOINTS:
                     self.endpoints.popitem(last=False)
+
+    def _dns_evidence(self, seg: Segment, q: str, names: list[str], ips: list[str], hit: Match,
+                      is_resp: bool, client: bytes) -> None:
+        """What a DNS lookup of a pool name says about the client, and its event."""
+        host = self._host(ip_str(client))
+        host.raise_verdict("suspect", f"dns lookup of pool name {q}")
+        host.signatures.add(hit.pool.id)
+        host.domains.add(q)
+        host.seen(seg.ts)
+        reason = (f"DNS {'answer' if is_resp else 'query'} {q}"
+                  + (f" -> {', '.join(ips[:4])}" if ips else "")
+                  + f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})")
+        host.add_evidence([{"pcap_filename": self.file, "pcap_cnt": seg.frame, "ts": seg.ts,
+                            "reason": reason}])
+        if len(self.domain_events) < MAX_DOMAIN_EVENTS:
+            self.domain_events.append({
+                "ts": seg.ts, "pcap_filename": self.file, "pcap_cnt": seg.frame,
+                "src_ip": ip_str(client), "dest_ip": ip_str(seg.src if is_resp else seg.dst),
+                "pool_domain": {"name": q, "seen_in": "dns", "answers": ips[:16],
+                                "chain": names[1:], "signature_id": hit.pool.id,
+                                "rev": hit.pool.rev, "role": hit.role,
+                                "source": hit.pool.source}})
 
     # -- TCP -----------------------------------------------------------------------------
     def _tcp(self, seg: Segment) -> None:
@@ -600,7 +650,7 @@ class Scanner:
 
     def _domain_event(self, flow: Flow, name: str, where: str, hit: Match, frame: int,
                       ts: float) -> None:
-        if len(self.domain_events) >= 10_000:
+        if len(self.domain_events) >= MAX_DOMAIN_EVENTS:
             return
         ev = {"ts": ts, "pcap_filename": flow.file, "pcap_cnt": frame,
               "pool_domain": {"name": name, "seen_in": where, "signature_id": hit.pool.id,
@@ -815,8 +865,9 @@ class Scanner:
         return h
 
     # -- results -------------------------------------------------------------------------
-    def results(self) -> list[HostEvidence]:
-        return sorted((h for h in self.hosts.values() if h.verdict != "none"), key=host_order)
+    def results(self, every: bool = False) -> list[HostEvidence]:
+        """The hosts with a verdict (``every``: all hosts with evidence), in report order."""
+        return sorted((h for h in self.hosts.values() if every or h.verdict != "none"), key=host_order)
 
 
 SV2_ACT1_BYTES = 64     # Noise NX act 1: the client's ElligatorSwift ephemeral key (§3.10)

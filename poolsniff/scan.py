@@ -10,7 +10,7 @@ from typing import Any
 from poolsniff import __version__
 from poolsniff.batch import feed_block
 from poolsniff.evidence import HostEvidence, Traffic, host_order
-from poolsniff.pipeline import Scanner, pipeline_gc
+from poolsniff.pipeline import MAX_ANOMALY_EVENTS, MAX_DOMAIN_EVENTS, Scanner, pipeline_gc
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader
 
@@ -45,8 +45,8 @@ def scan_files(paths: Iterable[str], catalogue: Catalogue,
 
 
 def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], None] | None,
-          fast: bool, max_flows: int | None) -> ScanResult:
-    scanner = Scanner(catalogue, max_flows)
+          fast: bool, max_flows: int | None, part: tuple[int, int] | None = None) -> ScanResult:
+    scanner = Scanner(catalogue, max_flows, part)
     warnings: list[str] = []
     for path in paths:
         reader = CaptureReader(path, batch_size=BLOCK)
@@ -57,6 +57,8 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
             step(chunk)
             if progress is not None:
                 progress(reader.bytes_read)
+        if not scanner.lead:
+            continue            # the capture's own damage and description: the lead reports them
         scanner.add_anomalies(reader.anomalies, reader.name)
         if reader.unknown_blocks:
             scanner.stats.anomaly("capture.unknown_block")
@@ -66,7 +68,8 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
     scanner.finish_all()
     stats = scanner.stats.to_dict()
     stats["signatures"] = len(catalogue)
-    hosts = scanner.results()
+    # a part keeps hosts without a verdict: another part's evidence may complete them
+    hosts = scanner.results(every=part is not None)
     count_verdicts(stats, hosts)
     return ScanResult(hosts, stats, scanner.anomaly_events, scanner.domain_events, warnings,
                       scanner.traffic)
@@ -135,25 +138,38 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
     return ScanResult(merged, stats, anomalies, domains, warnings, traffic)
 
 
-def _scan_one(args: tuple[str, str | None, int | None]) -> ScanResult:
-    """Worker for scan_parallel: one capture, its own process and catalogue."""
-    path, sigdir, max_flows = args
-    return scan_files([path], Catalogue.load(sigdir), max_flows=max_flows)
+def _scan_part(args: tuple[list[str], str | None, int | None, int, int]) -> ScanResult:
+    """Worker for scan_parallel: part k of n of the flows of all the captures."""
+    paths, sigdir, max_flows, k, n = args
+    with pipeline_gc():
+        return _scan(paths, Catalogue.load(sigdir), None, True, max_flows, (k, n))
 
 
 def scan_parallel(paths: list[str], sigdir: str | None, jobs: int,
                   max_flows: int | None = None) -> ScanResult:
-    """Scan each capture as an independent observation on up to ``jobs`` cores, then merge.
+    """:func:`scan_files` on ``jobs`` cores, with the same answer.
 
-    The merge is done in the order the captures were given, so the answer does not
-    depend on ``jobs``. Unlike :func:`scan_files` over several files, a TCP session
-    split across two captures counts as two sessions, and a pool address learned from
-    DNS in one capture does not carry into another.
+    Every worker reads all the captures, in order, and takes the flows (and DNS messages)
+    whose 5-tuple hash falls to it; all of them learn pool endpoints from every DNS answer
+    and sweep idle flows at the same packets, so the merged evidence and counters are
+    exactly one scan's, whether the captures are many or one large file. Each worker has
+    its own flow table of ``max_flows``. Events are listed by file and frame.
     """
-    work = [(p, sigdir, max_flows) for p in paths]
-    if jobs <= 1 or len(paths) <= 1:
-        return merge_results([_scan_one(w) for w in work])
+    if jobs <= 1:
+        return scan_files(paths, Catalogue.load(sigdir), max_flows=max_flows)
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
-        return merge_results(list(pool.map(_scan_one, work)))
+    work = [(paths, sigdir, max_flows, k, jobs) for k in range(jobs)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        parts = list(pool.map(_scan_part, work))
+    merged = merge_results(parts)
+    merged.hosts = [h for h in merged.hosts if h.verdict != "none"]
+    count_verdicts(merged.stats, merged.hosts)
+    order = {p: i for i, p in enumerate(paths)}
+
+    def where(e: dict[str, Any]) -> tuple[int, int, float]:
+        return (order.get(e.get("pcap_filename"), len(order)), e.get("pcap_cnt") or 0, e.get("ts") or 0.0)
+
+    merged.anomalies = sorted(merged.anomalies, key=where)[:MAX_ANOMALY_EVENTS]
+    merged.domains = sorted(merged.domains, key=where)[:MAX_DOMAIN_EVENTS]
+    return merged

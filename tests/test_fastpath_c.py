@@ -171,11 +171,16 @@ def test_scan_same_with_either_engine(name, catalogue, monkeypatch):
 
 
 def test_endpoint_hash_is_the_hash_the_columns_carry():
-    """``ea`` of a TCP packet is endpoint_hash(source address, source port), either engine."""
-    blk = next(CaptureReader(str(PCAPS / "ethstratum_ipv6.pcap")).blocks(4096))
-    for hd in (batch.headers_numpy(blk),) + ((batch.headers_c(blk),) if native.fastpath else ()):
-        tcp = np.flatnonzero(hd.is_tcp)
-        assert len(tcp)
-        for i in tcp[:50].tolist():
-            ip = blk.buf[int(hd.src_at[i]):int(hd.src_at[i]) + int(hd.alen[i])]
-            assert int(hd.ea[i]) == batch.endpoint_hash(ip, int(hd.sport[i]))
+    """``ea`` is endpoint_hash(source address, source port) and ``h`` flow_hash of the 5-tuple,
+    for TCP and UDP, IPv4 and IPv6, either engine."""
+    from poolsniff.pipeline import endpoint_hash, flow_hash
+    for name in ("ethstratum_ipv6.pcap", "dns_tls_sni.pcap"):
+        blk = next(CaptureReader(str(PCAPS / name)).blocks(4096))
+        for hd in (batch.headers_numpy(blk),) + ((batch.headers_c(blk),) if native.fastpath else ()):
+            ok = np.flatnonzero(hd.ok)
+            assert len(ok)
+            for i in ok[:80].tolist():
+                src = blk.buf[int(hd.src_at[i]):int(hd.src_at[i]) + int(hd.alen[i])]
+                dst = blk.buf[int(hd.dst_at[i]):int(hd.dst_at[i]) + int(hd.alen[i])]
+                assert int(hd.ea[i]) == endpoint_hash(src, int(hd.sport[i]))
+                assert int(hd.h[i]) == flow_hash(src, int(hd.sport[i]), dst, int(hd.dport[i]))

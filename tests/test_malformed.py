@@ -31,7 +31,7 @@ def test_corpus_is_current(tmp_path):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_damage_is_contained(name):
     exp = EXPECTED[name]
-    for fast in ("", "--jobs=1"):          # the batch path, and a worker process
+    for fast in ("", "--jobs=2"):          # the batch path, and worker processes
         args = [*PS, "scan", "-f", "json", str(MAL / name)] + ([fast] if fast else [])
         r = subprocess.run(args, capture_output=True, text=True)
         assert "Traceback" not in r.stderr

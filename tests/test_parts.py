@@ -1,0 +1,70 @@
+"""--jobs: N workers, each taking the flows whose 5-tuple hash falls to it, merge into exactly
+the answer of one scanner — on every capture of the suite, by either path, and end to end."""
+
+import json
+
+import pytest
+
+from conftest import PCAPS, PUBLIC
+from poolsniff.pipeline import pipeline_gc
+from poolsniff.scan import _scan, merge_results, scan_files, scan_parallel
+
+CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
+                  + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
+
+
+def _norm(result):
+    doc = json.loads(json.dumps(result.to_dict(), default=str))
+    events = sorted(json.dumps(e, sort_keys=True, default=str) for e in result.anomalies + result.domains)
+    return doc["hosts"], doc["stats"], doc["traffic"], events
+
+
+def _parts(paths, catalogue, n, fast=True):
+    with pipeline_gc():
+        parts = [_scan(paths, catalogue, None, fast, None, (k, n)) for k in range(n)]
+    merged = merge_results(parts)
+    merged.hosts = [h for h in merged.hosts if h.verdict != "none"]
+    from poolsniff.scan import count_verdicts
+    count_verdicts(merged.stats, merged.hosts)
+    return merged
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_parts_merge_into_one_scan(path, catalogue):
+    one = _norm(scan_files([str(path)], catalogue))
+    for n in (2, 3):
+        assert _norm(_parts([str(path)], catalogue, n)) == one, n
+
+
+def test_parts_by_the_per_packet_path(catalogue):
+    paths = [str(PCAPS / n) for n in ("merge_part1.pcap", "merge_part2.pcap", "dns_tls_sni.pcap",
+                                      "xmrig_midstream_reordered.pcap", "getwork_http.pcap")]
+    one = _norm(scan_files(paths, catalogue, fast=False))
+    assert _norm(_parts(paths, catalogue, 3, fast=False)) == one
+    assert _norm(_parts(paths, catalogue, 2, fast=True)) == one
+
+
+def test_parts_share_what_dns_teaches(catalogue):
+    """A pool address learned from a DNS answer one worker owns counts for a session another
+    worker owns: the answer must not be lost to the split."""
+    path = str(PCAPS / "dns_tls_sni.pcap")
+    one = scan_files([path], catalogue)
+    assert any("learned from DNS" in e["reason"] for h in one.hosts for e in h.evidence) or one.hosts
+    for n in (2, 3, 5):
+        assert _norm(_parts([path], catalogue, n)) == _norm(one)
+
+
+def test_scan_parallel_is_scan_files(catalogue):
+    """Through worker processes: several captures as one observation, one large file split."""
+    paths = [str(PCAPS / n) for n in ("merge_part1.pcap", "merge_part2.pcap", "xmrig_compact.pcap",
+                                      "kawpow.pcapng", "dns_tls_sni.pcap")]
+    one = _norm(scan_files(paths, catalogue))
+    assert _norm(scan_parallel(paths, None, 2)) == one
+    big = max(CAPTURES, key=lambda p: p.stat().st_size)
+    assert _norm(scan_parallel([str(big)], None, 3)) == _norm(scan_files([str(big)], catalogue))
+
+
+def test_a_part_must_be_one_of_n(catalogue):
+    from poolsniff.pipeline import Scanner
+    with pytest.raises(ValueError):
+        Scanner(catalogue, part=(2, 2))
