@@ -221,6 +221,7 @@ class Scanner:
             raise ValueError(f"part {part}: want (k, n) with 0 <= k < n")
         self.part = part
         self.lead = part is None or part[0] == 0
+        self._uncounted = DecodeStats()     # a part's decode results (the lead counts them)
         self.flows: OrderedDict[tuple[Any, ...], Flow] = OrderedDict()
         self.hosts: dict[str, HostEvidence] = {}
         # pool endpoints learned from DNS: packed address -> (signature, when first learned)
@@ -252,7 +253,7 @@ class Scanner:
 
     def packet(self, frame: int, ts: float, linktype: int, buf: bytes) -> None:
         """Decode one frame and hand it on (packet and byte counters are the caller's)."""
-        seg = decode(frame, ts, linktype, buf, self.stats.decode if self.lead else DecodeStats())
+        seg = decode(frame, ts, linktype, buf, self.stats.decode if self.lead else self._uncounted)
         if seg is None:
             return
         self.stats.saw(ts, ts)

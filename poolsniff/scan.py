@@ -161,7 +161,11 @@ def scan_parallel(paths: list[str], sigdir: str | None, jobs: int,
 
     work = [(paths, sigdir, max_flows, k, jobs) for k in range(jobs)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        parts = list(pool.map(_scan_part, work))
+        return merge_parts(list(pool.map(_scan_part, work)), paths)
+
+
+def merge_parts(parts: list[ScanResult], paths: list[str]) -> ScanResult:
+    """The scans of the parts of one set of captures, as the one scan they add up to."""
     merged = merge_results(parts)
     merged.hosts = [h for h in merged.hosts if h.verdict != "none"]
     count_verdicts(merged.stats, merged.hosts)

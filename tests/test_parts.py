@@ -7,7 +7,7 @@ import pytest
 
 from conftest import PCAPS, PUBLIC
 from poolsniff.pipeline import pipeline_gc
-from poolsniff.scan import _scan, merge_results, scan_files, scan_parallel
+from poolsniff.scan import _scan, merge_parts, scan_files, scan_parallel
 
 CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
                   + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
@@ -22,11 +22,7 @@ def _norm(result):
 def _parts(paths, catalogue, n, fast=True):
     with pipeline_gc():
         parts = [_scan(paths, catalogue, None, fast, None, (k, n)) for k in range(n)]
-    merged = merge_results(parts)
-    merged.hosts = [h for h in merged.hosts if h.verdict != "none"]
-    from poolsniff.scan import count_verdicts
-    count_verdicts(merged.stats, merged.hosts)
-    return merged
+    return merge_parts(parts, paths)
 
 
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
