@@ -592,7 +592,10 @@ class HostEvidence:
             wts = worst[0]
             ev = [e for e in ev if (flow_info["ts"] if "ts" in flow_info else e.get("ts", 0.0)) <= wts
                   and _ev_key(e, flow_info) < worst]
-        self.add_evidence([dict(e, **flow_info) for e in ev], rec.evidence_total)
+        if ev:
+            self.add_evidence([dict(e, **flow_info) for e in ev], rec.evidence_total)
+        else:
+            self.evidence_total += rec.evidence_total
 
     # -- merging -----------------------------------------------------------------------
     def merge(self, o: HostEvidence) -> None:
