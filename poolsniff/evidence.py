@@ -304,9 +304,9 @@ class FlowRecord:
             if w and w not in self.worker_fields and len(self.worker_fields) < 16:
                 self.worker_fields.append(w)
         elif k == "pool_host":
-            h = (d.get("host"), d.get("port"))
-            if h[0] and h not in self.pool_hosts and len(self.pool_hosts) < 16:
-                self.pool_hosts.append(h)
+            host, port = d.get("host"), d.get("port")
+            if host and (host, port) not in self.pool_hosts and len(self.pool_hosts) < 16:
+                self.pool_hosts.append((str(host), port))
         elif k == "share":
             self.submitted += 1
             if self.submitted == 1:
@@ -335,6 +335,7 @@ class FlowRecord:
                 self.algo = d["algorithm"]
         elif k == "difficulty":
             self.difficulty_changes += 1
+            item: tuple[str, Any, float | None]
             if "difficulty" in d:
                 item = ("difficulty", float(d["difficulty"]), None)
             else:
@@ -439,21 +440,14 @@ class AlgoRate:
         miner reported)."""
         self._sums[name].add(x)
 
-    @property
-    def exposure(self) -> float:
-        return float(self._sums["exposure"])
+    exposure = property(lambda self: self.total("exposure"))
+    work = property(lambda self: self.total("work"))
+    window_s = property(lambda self: self.total("window_s"))
+    reported_sum = property(lambda self: self.total("reported_sum"))
 
-    @property
-    def work(self) -> float:
-        return float(self._sums["work"])
-
-    @property
-    def window_s(self) -> float:
-        return float(self._sums["window_s"])
-
-    @property
-    def reported_sum(self) -> float:
-        return float(self._sums["reported_sum"])
+    def total(self, name: str) -> float:
+        """The correctly rounded value of one of the sums."""
+        return float(self._sums[name])
 
     def merge(self, o: AlgoRate) -> None:
         self.n += o.n

@@ -7,12 +7,13 @@ fallback, to compare the two or to rule the extension out when chasing a problem
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 fastpath: ModuleType | None
 try:
-    from poolsniff import _fastpath as fastpath
+    fastpath = importlib.import_module("poolsniff._fastpath")
 except ImportError:             # not built (no C compiler at install time)
     fastpath = None
 

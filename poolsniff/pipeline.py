@@ -320,13 +320,13 @@ class Scanner:
             if not learn_only:
                 self._dns_evidence(seg, q, names, ips, hit, is_resp, client)
             for ip in ips:
-                ip = _packed(ip)
-                prev = self.endpoints.get(ip)
+                addr = _packed(ip)
+                prev = self.endpoints.get(addr)
                 # keep when this IP was first learned for this pool: a session counts only
                 # if the answer was seen before the session's last packet
                 learned = prev[1] if prev is not None and prev[0].pool is hit.pool else seg.ts
-                self.endpoints[ip] = (hit, learned)
-                self.endpoints.move_to_end(ip)
+                self.endpoints[addr] = (hit, learned)
+                self.endpoints.move_to_end(addr)
                 if len(self.endpoints) > MAX_ENDPOINTS:
                     self.endpoints.popitem(last=False)
 
