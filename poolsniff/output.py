@@ -16,6 +16,8 @@ import socket
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+import orjson
+
 from poolsniff import __version__
 from poolsniff.estimate import human_rate
 from poolsniff.scan import ScanResult, traffic_json
@@ -49,7 +51,10 @@ def eve_time(ts: float | None) -> str | None:
     """Suricata's timestamp form: 2021-10-09T06:13:41.532140+0000."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+    d = datetime.fromtimestamp(ts, tz=timezone.utc)
+    # strftime("%Y-%m-%dT%H:%M:%S.%f%z"), spelled out: three times faster (one per evidence entry)
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+            f".{d.microsecond:06d}+0000")
 
 
 def _host_json(h: dict[str, Any]) -> dict[str, Any]:
@@ -61,10 +66,23 @@ def _host_json(h: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def dumps(doc: Any, indent: bool = False) -> str:
+    """JSON text of doc, via orjson: with thousands of hosts the standard library's indenting
+    encoder (pure Python) took longer than the scan itself (1.3 s against orjson's 0.09 s
+    for 6,000 hosts). Values orjson refuses (an integer past 64 bits, a lone surrogate in a
+    string) fall back to the standard encoder, so output never fails for them."""
+    try:
+        return orjson.dumps(doc, default=str,
+                            option=orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+                            ).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(doc, ensure_ascii=False, default=str, indent=2 if indent else None)
+
+
 def write_json(res: ScanResult, fh: TextIO) -> None:
     doc = {"hosts": [_host_json(h.to_dict()) for h in res.hosts], "stats": res.stats,
            "traffic": traffic_json(res.traffic), "poolsniff_version": __version__}
-    json.dump(doc, fh, ensure_ascii=False, indent=1, default=str)
+    fh.write(dumps(doc, indent=True))
     fh.write("\n")
 
 
@@ -125,7 +143,7 @@ def events(res: ScanResult) -> list[dict[str, Any]]:
 
 def write_jsonl(res: ScanResult, fh: TextIO) -> None:
     for ev in events(res):
-        fh.write(json.dumps(ev, ensure_ascii=False, default=str))
+        fh.write(dumps(ev))
         fh.write("\n")
 
 

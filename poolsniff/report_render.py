@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import math
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from poolsniff import __version__
 from poolsniff.estimate import human_rate
-from poolsniff.output import csv_safe, visible_controls
+from poolsniff.output import csv_safe, dumps, visible_controls
 
 L: dict[str, dict[str, str]] = {
     "title": {"en": "Cryptocurrency mining sweep report", "zh": "加密货币挖矿排查报告"},
@@ -133,7 +132,7 @@ def _summary_rows(rep: dict[str, Any], lang: str) -> list[tuple[str, str]]:
 # -- JSON ----------------------------------------------------------------------------------
 def write_json(rep: dict[str, Any], fh: TextIO, lang: str) -> None:
     doc = dict(rep, lang=lang, poolsniff_version=__version__)
-    json.dump(doc, fh, ensure_ascii=False, indent=1, default=str)
+    fh.write(dumps(doc, indent=True))
     fh.write("\n")
 
 

@@ -60,3 +60,25 @@ def test_cut_segment_after_held_midstream_segments_keeps_them():
     assert b"".join(d for d, _ in got) == b"a" * 10 + b"b" * 5 + b"c" * 3
     assert [gap for d, gap in got if d == b"c" * 3] == [False]
     assert any(gap and d == b"" for d, gap in got)     # the framer is told bytes are missing
+
+
+def test_eve_time_is_suricatas_form():
+    """eve_time spells out strftime('%Y-%m-%dT%H:%M:%S.%f%z') for speed: the same text for any
+    pcap timestamp (microsecond rounding included)."""
+    import random
+    from datetime import datetime, timezone
+
+    from poolsniff.output import eve_time
+    rng = random.Random(7)
+    stamps = [0.0, 1.5, 1633760021.532140, 2 ** 32 - 1 + 0.9999995, 1e9 + 0.0000005]
+    stamps += [rng.uniform(0, 2 ** 32) for _ in range(20000)]
+    for ts in stamps:
+        assert eve_time(ts) == datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
+    assert eve_time(None) is None
+
+
+def test_json_output_survives_what_orjson_refuses():
+    from poolsniff.output import dumps
+    import json
+    assert json.loads(dumps({"big": 1 << 70, "k": [1.5, None]}, indent=True)) == {"big": 1 << 70, "k": [1.5, None]}
+    assert json.loads(dumps({1: "a"})) == {"1": "a"}
