@@ -57,10 +57,10 @@ def cli() -> None:
               help="Write the result to this file instead of standard output.")
 @click.option("--signatures", "sigdir", type=click.Path(file_okay=False),
               help="Directory of pool signature YAML files (default: the bundled catalogue).")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
-              help="Use N cores: each reads all the captures and takes 1/N of the flows (by "
-                   "5-tuple hash); the merged answer is exactly that of one core, for one "
-                   "large file as for many.")
+@click.option("-j", "--jobs", type=click.IntRange(0, 256), default=None,
+              help="Use N cores (0: all of them): each reads all the captures and takes 1/N "
+                   "of the flows (by 5-tuple hash); the merged answer is exactly that of one "
+                   "core, for one large file as for many.")
 @click.option("--max-flows", type=click.IntRange(1000, 50_000_000), default=None,
               help="Flows tracked at once (default 200000, under 1 KB each); past it the "
                    "oldest idle flows are finished first and counted as evicted.")
@@ -107,7 +107,7 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
     try:
         if jobs is not None:
             from poolsniff.scan import scan_parallel
-            result = scan_parallel(list(captures), sigdir, jobs, max_flows)
+            result = scan_parallel(list(captures), sigdir, jobs or _cores(), max_flows)
         elif show and "-" not in captures:
             result = _scan_with_progress(captures, cat, max_flows)
         else:
@@ -394,6 +394,14 @@ def signatures_list(sigdir: str | None) -> None:
     for p in sorted(cat.pools.values(), key=lambda p: p.id):
         hosts = ",".join(h.pattern for h in p.hosts if h.role == "stratum")
         click.echo(f"{p.id}\t{p.kind}\t{'/'.join(p.coins)}\t{hosts}\t{p.source}")
+
+
+def _cores() -> int:
+    """Cores this process may run on (its CPU affinity, as taskset or a container sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def main() -> None:

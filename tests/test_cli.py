@@ -107,13 +107,13 @@ def test_jobs_gives_the_same_answer(tmp_path):
     caps = [str(PCAPS / n) for n in ("merge_part1.pcap", "merge_part2.pcap", "xmrig_compact.pcap",
                                      "kawpow.pcapng", "dns_tls_sni.pcap")]
     outs = []
-    for jobs in ("1", "2", "3"):
+    for jobs in ("1", "2", "3", "0"):
         out = tmp_path / f"j{jobs}.json"
         r = run("scan", "--jobs", jobs, "-f", "json", "-o", str(out), *caps)
         assert r.exit_code == 0
         doc = json.loads(out.read_text())
         outs.append((doc["hosts"], {k: v for k, v in doc["stats"].items() if k != "files"}))
-    assert outs[0] == outs[1] == outs[2]
+    assert outs[0] == outs[1] == outs[2] == outs[3]
     hosts = {h["ip"]: h for h in outs[0][0]}
     assert hosts["10.3.0.10"]["shares"]["accepted"] == 18      # merged across two captures
 
