@@ -345,7 +345,9 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             np.maximum.at(close_ts, gid[fshut], blk.ts[tcp[fshut]])
             closing = sc._closing
             for g in np.flatnonzero(close_bits).tolist():
-                closing(group_flow[g], int(close_bits[g]), float(close_ts[g]))
+                f = group_flow[g]
+                assert f is not None            # fast groups all have their flow
+                closing(f, int(close_bits[g]), float(close_ts[g]))
         # what Python must see: SYNs, and payload of flows not yet decided as 'other'
         want = ((ftcp & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
         want |= slow[gid]

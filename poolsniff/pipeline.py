@@ -495,7 +495,7 @@ class Scanner:
         fr = flow.framers[side]
         if fr is None:
             if flow.app == "http":
-                fr = HttpFramer(lambda m, s=side: self._http(flow, s, m),
+                fr = HttpFramer(functools.partial(self._http, flow, side),
                                 lambda e, f, t: self._anomaly(e, f, t, "applayer", "http", flow=flow))
             else:
                 fr = LineFramer(functools.partial(self._json, flow, side),

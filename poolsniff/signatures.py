@@ -182,7 +182,7 @@ class Catalogue:
                 if isinstance(h, str):
                     host = PoolHost(h.lower(), (), tuple(ports), role)
                 elif isinstance(h, dict):
-                    hl = h.get("__line__", line)
+                    hl = int(h.get("__line__") or line)
                     for key in h:
                         if key != "__line__" and key not in HOST_KEYS:
                             raise _unknown(key, HOST_KEYS, path, hl)

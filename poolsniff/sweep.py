@@ -176,7 +176,10 @@ class GeoIP:
             return None
         if not isinstance(rec, dict):
             return None
-        names = (rec.get("city") or {}).get("names") or {}
+        city = rec.get("city")
+        names = city.get("names") if isinstance(city, dict) else None
+        if not isinstance(names, dict):
+            return None
         for lang in self.langs:
             if names.get(lang):
                 return str(names[lang])

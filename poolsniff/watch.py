@@ -169,8 +169,8 @@ class Watcher:
             ok = self._flush(store, src, final=True)
             self.sink.write([self._stats_event(src)])
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
             self.sink.close()
             if o.status:
                 sys.stderr.write("\n")

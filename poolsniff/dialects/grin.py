@@ -9,7 +9,7 @@ but no hashrate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from poolsniff.dialects import Session
 
@@ -18,7 +18,7 @@ CLIENT_METHODS = {"getjobtemplate"}
 SERVER_METHODS: set[str] = set()
 
 
-def is_job(p: Any) -> bool:
+def is_job(p: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(p, dict) and isinstance(p.get("pre_pow"), str) and "job_id" in p
 
 

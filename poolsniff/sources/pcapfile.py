@@ -26,7 +26,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -129,10 +129,11 @@ def _block(buf: bytes, a: np.ndarray, starts: np.ndarray, shift: int, order: str
                        np.full(k, linktype, np.int64))
 
 
-def open_capture(path: str) -> tuple[BinaryIO, str]:
+def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
     """Open ``path`` (or stdin for ``-``) and undo gzip; returns (stream, display name)."""
+    raw: Any
     if path == "-":
-        raw: BinaryIO = sys.stdin.buffer
+        raw = sys.stdin.buffer
         name = "<stdin>"
     else:
         try:
@@ -140,10 +141,10 @@ def open_capture(path: str) -> tuple[BinaryIO, str]:
         except OSError as exc:
             raise CaptureError(f"{path}: cannot open: {exc.strerror or exc}") from exc
         name = path
-    stream = io.BufferedReader(raw, 1 << 20) if not isinstance(raw, io.BufferedReader) else raw
+    stream = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 20)
     head = stream.peek(2)[:2]
     if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=stream, mode="rb"), name  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=stream, mode="rb"), name
     return stream, name
 
 
