@@ -17,7 +17,7 @@ same columns (tests/test_fastpath_c.py); see :mod:`poolsniff.native`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -205,26 +205,71 @@ def headers(blk: RecordBlock) -> Headers:
     return headers_c(blk) if native.c_engine() is not None else headers_numpy(blk)
 
 
+class _Groups:
+    """The block's TCP packets grouped by 5-tuple. Arrays over packets are indexed like
+    ``tcp`` (record indices); arrays and lists over groups by group id (ids follow the
+    5-tuple hash; ``order`` lists them by first packet)."""
+
+    __slots__ = ("tcp", "gid", "first", "order", "n", "pos", "flows", "keys", "slow", "flip",
+                 "active", "side")
+
+    def __init__(self, tcp: np.ndarray, gid: np.ndarray, first: np.ndarray) -> None:
+        self.tcp = tcp
+        self.gid = gid
+        self.first = first                  # each group's first packet (position in tcp)
+        self.order = np.argsort(first, kind="stable")
+        self.n = len(first)
+        self.pos = np.arange(len(tcp))
+        self.flows: list[Flow | None] = [None] * self.n     # None: the per-packet handlers decide
+        self.keys: list[tuple[Any, ...] | None] = [None] * self.n
+        self.slow: list[int] = []           # groups that take the per-packet handlers
+        self.flip = np.zeros(self.n, np.int64)   # 1: the group's first packet is from side 1
+        self.active = np.zeros(self.n, bool)     # its flow is not decided 'other'
+        self.side = np.empty(0, np.int64)
+
+
 def feed_block(sc: Scanner, blk: RecordBlock) -> None:
+    """Feed one block of records: header pass, grouping by 5-tuple, flows resolved once per
+    group, counters and closing in bulk, then the packets Python must see, in order."""
     n = len(blk)
     if n == 0:
         return
     gc_between_batches()
-    st = sc.stats
     hd = headers(blk)
-    base = blk.offs
-    cap_end = base + blk.incl
-    lt = blk.linktype
-    ok, is_tcp, alen = hd.ok, hd.is_tcp, hd.alen
-    src_at, dst_at, sport, dport = hd.src_at, hd.dst_at, hd.sport, hd.dport
-    pstart, plen, missing, wirelen, flags = hd.pstart, hd.plen, hd.missing, hd.wirelen, hd.flags
-    common = np.flatnonzero(ok)
-    fallback = np.flatnonzero(~ok)
+    common = np.flatnonzero(hd.ok)
+    fallback = np.flatnonzero(~hd.ok)
+    dns, others_dns, tcp = _split(sc, hd, common)
+    groups = None
+    if len(tcp):
+        _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
+        if len(sc.flows) + len(first) > sc.max_flows:
+            # the flow table may overflow inside this block: which flows are evicted depends
+            # on the exact packet order, so this block takes the per-packet path
+            _feed_plain(sc, blk)
+            return
+        groups = _Groups(tcp, gid, first)
+    _count(sc.stats, blk, common, sc.lead)
+    interesting = [fallback, dns, others_dns]
+    if groups is not None:
+        _resolve(sc, blk, hd, groups)
+        interesting.append(_bulk(sc, blk, hd, groups))
+    kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns, 3 another part's dns
+    kind[fallback] = 1
+    kind[dns] = 2
+    kind[others_dns] = 3
+    _dispatch(sc, blk, hd, np.sort(np.concatenate(interesting)), kind, groups)
+    if groups is not None:
+        _reorder(sc, groups)
+    sc.end_batch(n)
 
-    # -- UDP: only DNS matters -----------------------------------------------------------------
-    udp = common[~is_tcp[common]]
+
+def _split(sc: Scanner, hd: Headers, common: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(DNS messages, DNS messages another --jobs part owns, TCP packets) of the block; of UDP
+    only DNS matters."""
+    sport, dport = hd.sport, hd.dport
+    udp = common[~hd.is_tcp[common]]
     dns = udp[(sport[udp] == 53) | (dport[udp] == 53) | (sport[udp] == 5353)]
-    tcp = common[is_tcp[common]]
+    tcp = common[hd.is_tcp[common]]
     others_dns = dns[:0]
     if sc.part is not None:
         # a --jobs part: the flows and DNS messages of the others are not ours (their DNS
@@ -234,149 +279,152 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         tcp = tcp[mine[tcp]]
         others_dns = dns[~mine[dns]]
         dns = dns[mine[dns]]
+    return dns, others_dns, tcp
 
-    # -- TCP: group by 5-tuple ---------------------------------------------------------------------
-    interesting: list[np.ndarray] = [fallback, dns, others_dns]
-    group_flow: list[Flow | None] = []
-    slow_groups: list[int] = []
-    gid = np.empty(0, np.int64)
-    side = np.empty(0, np.int64)
-    lastpos = np.empty(0, np.int64)
-    if len(tcp):
-        ea = hd.ea[tcp]
-        uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
-        ng = len(uniq)
-        if len(sc.flows) + ng > sc.max_flows:
-            # the flow table may overflow inside this block: which flows are evicted depends
-            # on the exact packet order, so this block takes the per-packet path
-            _feed_plain(sc, blk)
-            return
-    _count(st, blk, common, sc.lead)
-    if len(tcp):
-        order = np.argsort(first, kind="stable")
-        flows = sc.flows
-        group_flow = [None] * ng
-        group_key: list[tuple | None] = [None] * ng
-        # a new connection (a SYN without ACK) after a FIN or RST of the same 5-tuple may start
-        # a new flow: such groups take the per-packet path, which splits them exactly
-        ftcp = flags[tcp]
-        pos = np.arange(len(tcp))
-        pure_syn = (ftcp & (TH_SYN | TH_ACK)) == TH_SYN
-        last_syn = np.full(ng, -1, np.int64)
-        np.maximum.at(last_syn, gid[pure_syn], pos[pure_syn])
-        shut = (ftcp & (TH_FIN | TH_RST)) != 0
-        first_shut = np.full(ng, len(tcp), np.int64)
-        np.minimum.at(first_shut, gid[shut], pos[shut])
-        reopen = (last_syn > first_shut).tolist()
-        has_syn = (last_syn >= 0).tolist()
-        flip = np.zeros(ng, np.int64)      # 1: the group's first packet is from side 1 of its flow
-        active = np.zeros(ng, bool)
-        buf = blk.buf
-        fi = tcp[first[order]]              # each group's first packet, groups in creation order
-        for g, sa, da, ln, sp, dp, fl0, fr0, ts0 in zip(
-                order.tolist(), src_at[fi].tolist(), dst_at[fi].tolist(), alen[fi].tolist(),
-                sport[fi].tolist(), dport[fi].tolist(), flags[fi].tolist(), blk.frame[fi].tolist(),
-                blk.ts[fi].tolist()):
-            s_ip = buf[sa:sa + ln]
-            d_ip = buf[da:da + ln]
-            ka = (s_ip, sp)
-            kb = (d_ip, dp)
-            key = (ka, kb) if ka < kb else (kb, ka)
-            flow = flows.get(key)
-            group_key[g] = key
-            if reopen[g] or (flow is not None and has_syn[g] and flow.closed):
-                slow_groups.append(g)
+
+def _resolve(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> None:
+    """Each group's flow, found or created in the order of the groups' first packets; groups
+    whose packets may split into two sessions, or that open with a reset, are left to the
+    per-packet handlers."""
+    tcp, gid, pos = gr.tcp, gr.gid, gr.pos
+    ftcp = hd.flags[tcp]
+    # a new connection (a SYN without ACK) after a FIN or RST of the same 5-tuple may start
+    # a new flow: such groups take the per-packet path, which splits them exactly
+    pure_syn = (ftcp & (TH_SYN | TH_ACK)) == TH_SYN
+    last_syn = np.full(gr.n, -1, np.int64)
+    np.maximum.at(last_syn, gid[pure_syn], pos[pure_syn])
+    shut = (ftcp & (TH_FIN | TH_RST)) != 0
+    first_shut = np.full(gr.n, len(tcp), np.int64)
+    np.minimum.at(first_shut, gid[shut], pos[shut])
+    reopen = (last_syn > first_shut).tolist()
+    has_syn = (last_syn >= 0).tolist()
+    flows = sc.flows
+    st = sc.stats
+    buf = blk.buf
+    fi = tcp[gr.first[gr.order]]            # each group's first packet, groups in creation order
+    for g, sa, da, ln, sp, dp, fl0, fr0, ts0 in zip(
+            gr.order.tolist(), hd.src_at[fi].tolist(), hd.dst_at[fi].tolist(), hd.alen[fi].tolist(),
+            hd.sport[fi].tolist(), hd.dport[fi].tolist(), hd.flags[fi].tolist(),
+            blk.frame[fi].tolist(), blk.ts[fi].tolist()):
+        s_ip = buf[sa:sa + ln]
+        d_ip = buf[da:da + ln]
+        ka = (s_ip, sp)
+        kb = (d_ip, dp)
+        key = (ka, kb) if ka < kb else (kb, ka)
+        flow = flows.get(key)
+        gr.keys[g] = key
+        if reopen[g] or (flow is not None and has_syn[g] and flow.closed):
+            gr.slow.append(g)
+            continue
+        if flow is None:
+            if fl0 & TH_RST:
+                gr.slow.append(g)              # the per-packet path decides (rare)
                 continue
-            if flow is None:
-                if fl0 & TH_RST:
-                    slow_groups.append(g)          # the per-packet path decides (rare)
-                    continue
-                seg = Segment(fr0, ts0, 6 if ln == 16 else 4, s_ip, d_ip, 6, sp, dp, fl0, 0, b"", 0)
-                flow = Flow(key, seg, sc.file)
-                flows[key] = flow
-                st.flows += 1
-                if len(flows) > sc.max_flows:
-                    sc._evict()
-                sc._new_flow(flow, seg)
-            elif sp != flow.ports[0] or s_ip != flow.ips[0]:
-                flip[g] = 1
-            group_flow[g] = flow
-            active[g] = flow.state != "other"
-        slow = np.zeros(ng, bool)
-        if slow_groups:
-            slow[slow_groups] = True
-        # a packet is from its flow's side 0 when it comes from the endpoint that sent the
-        # group's first packet, unless that one came from side 1
-        side = (ea != ea[first][gid]).astype(np.int64) ^ flip[gid]
-        fast = ~slow[gid]
-        # counters in bulk, per (group, side)
-        ti = tcp[fast]
-        gi = gid[fast]
-        cell = gi * 2 + side[fast]
-        pk = np.bincount(cell, minlength=2 * ng)
-        by = np.bincount(cell, weights=wirelen[ti], minlength=2 * ng).astype(np.int64)
-        lastpos = np.full(ng, -1, np.int64)
-        np.maximum.at(lastpos, gi, pos[fast])
-        # the latest payload and closing (FIN per side, RST), per flow: what the per-packet
-        # path records packet by packet, as maxima and unions over the block
-        tsf = blk.ts[ti]
-        data_ts = np.full(ng, -np.inf)
-        has_data = (plen[ti] > 0) | (missing[ti] > 0)
-        np.maximum.at(data_ts, gi[has_data], tsf[has_data])
-        live = np.flatnonzero(lastpos >= 0)
-        for g, p0, p1, b0, b1, lts, dts in zip(
-                live.tolist(), pk[2 * live].tolist(), pk[2 * live + 1].tolist(), by[2 * live].tolist(),
-                by[2 * live + 1].tolist(), blk.ts[tcp[lastpos[live]]].tolist(), data_ts[live].tolist()):
-            f = group_flow[g]
-            f.pkts[0] += p0
-            f.pkts[1] += p1
-            f.nbytes[0] += b0
-            f.nbytes[1] += b1
-            f.last_ts = lts
-            if dts > f.data_ts:
-                f.data_ts = dts
-        fshut = shut & fast
-        if fshut.any():
-            fl = ftcp[fshut]
-            bits = np.where(fl & TH_FIN, np.left_shift(1, side[fshut]), 0) | np.where(fl & TH_RST, 4, 0)
-            close_bits = np.zeros(ng, np.int64)
-            close_ts = np.full(ng, -np.inf)
-            np.bitwise_or.at(close_bits, gid[fshut], bits)
-            np.maximum.at(close_ts, gid[fshut], blk.ts[tcp[fshut]])
-            closing = sc._closing
-            for g in np.flatnonzero(close_bits).tolist():
-                f = group_flow[g]
-                assert f is not None            # fast groups all have their flow
-                closing(f, int(close_bits[g]), float(close_ts[g]))
-        # what Python must see: SYNs, and payload of flows not yet decided as 'other'
-        want = ((ftcp & TH_SYN) != 0) | (active[gid] & ((plen[tcp] > 0) | (missing[tcp] > 0)))
-        want |= slow[gid]
-        quiet = int(np.count_nonzero(fast & ~want & (missing[tcp] > 0)))
-        if quiet:
-            st.anomaly("capture.snaplen_truncated", quiet)
-        interesting.append(tcp[want])
-        pos_in_tcp = np.full(n, -1, np.int64)
-        pos_in_tcp[tcp] = np.arange(len(tcp))
-    else:
-        pos_in_tcp = np.full(n, -1, np.int64)
+            seg = Segment(fr0, ts0, 6 if ln == 16 else 4, s_ip, d_ip, 6, sp, dp, fl0, 0, b"", 0)
+            flow = Flow(key, seg, sc.file)
+            flows[key] = flow
+            st.flows += 1
+            if len(flows) > sc.max_flows:
+                sc._evict()
+            sc._new_flow(flow, seg)
+        elif sp != flow.ports[0] or s_ip != flow.ips[0]:
+            gr.flip[g] = 1
+        gr.flows[g] = flow
+        gr.active[g] = flow.state != "other"
+    # a packet is from its flow's side 0 when it comes from the endpoint that sent the
+    # group's first packet, unless that one came from side 1
+    ea = hd.ea[tcp]
+    gr.side = (ea != ea[gr.first][gid]).astype(np.int64) ^ gr.flip[gid]
 
-    todo = np.sort(np.concatenate(interesting))
-    kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns, 3 another part's dns
-    kind[fallback] = 1
-    kind[dns] = 2
-    kind[others_dns] = 3
-    slow_set = set(slow_groups)
+
+def _bulk(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> np.ndarray:
+    """Counters, last activity, latest payload and closing of each flow, added per group as the
+    per-packet path adds them packet by packet; returns the TCP packets Python must still see
+    (SYNs, payload of flows not decided 'other', everything of the slow groups)."""
+    tcp, gid, side, pos = gr.tcp, gr.gid, gr.side, gr.pos
+    plen, missing = hd.plen[tcp], hd.missing[tcp]
+    ftcp = hd.flags[tcp]
+    slow = np.zeros(gr.n, bool)
+    if gr.slow:
+        slow[gr.slow] = True
+    fast = ~slow[gid]
+    # counters, per (group, side)
+    ti = tcp[fast]
+    gi = gid[fast]
+    cell = gi * 2 + side[fast]
+    pk = np.bincount(cell, minlength=2 * gr.n)
+    by = np.bincount(cell, weights=hd.wirelen[ti], minlength=2 * gr.n).astype(np.int64)
+    lastpos = np.full(gr.n, -1, np.int64)
+    np.maximum.at(lastpos, gi, pos[fast])
+    data_ts = np.full(gr.n, -np.inf)
+    has_data = ((plen > 0) | (missing > 0))[fast]
+    np.maximum.at(data_ts, gi[has_data], blk.ts[ti][has_data])
+    live = np.flatnonzero(lastpos >= 0)
+    for g, p0, p1, b0, b1, lts, dts in zip(
+            live.tolist(), pk[2 * live].tolist(), pk[2 * live + 1].tolist(), by[2 * live].tolist(),
+            by[2 * live + 1].tolist(), blk.ts[tcp[lastpos[live]]].tolist(), data_ts[live].tolist()):
+        f = gr.flows[g]
+        assert f is not None                # fast groups all have their flow
+        f.pkts[0] += p0
+        f.pkts[1] += p1
+        f.nbytes[0] += b0
+        f.nbytes[1] += b1
+        f.last_ts = lts
+        if dts > f.data_ts:
+            f.data_ts = dts
+    # closing: FIN per side, RST, as a union over the block with the latest time
+    fshut = ((ftcp & (TH_FIN | TH_RST)) != 0) & fast
+    if fshut.any():
+        fl = ftcp[fshut]
+        bits = np.where(fl & TH_FIN, np.left_shift(1, side[fshut]), 0) | np.where(fl & TH_RST, 4, 0)
+        close_bits = np.zeros(gr.n, np.int64)
+        close_ts = np.full(gr.n, -np.inf)
+        np.bitwise_or.at(close_bits, gid[fshut], bits)
+        np.maximum.at(close_ts, gid[fshut], blk.ts[tcp[fshut]])
+        for g in np.flatnonzero(close_bits).tolist():
+            f = gr.flows[g]
+            assert f is not None
+            sc._closing(f, int(close_bits[g]), float(close_ts[g]))
+    want = ((ftcp & TH_SYN) != 0) | (gr.active[gid] & ((plen > 0) | (missing > 0)))
+    want |= slow[gid]
+    quiet = int(np.count_nonzero(fast & ~want & (missing > 0)))
+    if quiet:
+        sc.stats.anomaly("capture.snaplen_truncated", quiet)
+    return tcp[want]
+
+
+def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind: np.ndarray,
+              gr: _Groups | None) -> None:
+    """The packets Python must see, in capture order, to the Scanner's per-packet handlers."""
+    n = len(blk)
+    base = blk.offs
+    cap_end = base + blk.incl
+    lt = blk.linktype
+    src_at, dst_at, alen, sport, dport = hd.src_at, hd.dst_at, hd.alen, hd.sport, hd.dport
+    wirelen = hd.wirelen
+    pos_in_tcp = np.full(n, -1, np.int64)
+    if gr is not None:
+        pos_in_tcp[gr.tcp] = gr.pos
+        slow_set = set(gr.slow)
+        group_flow = gr.flows
+    else:
+        slow_set = set()
+        group_flow = []
     buf = blk.buf
     # one conversion per column for the selected packets (numpy scalars are slow in a loop)
-    seq = hd.seq[todo]
     tp = pos_in_tcp[todo]
-    g_of = np.where(tp >= 0, gid[np.maximum(tp, 0)] if len(gid) else 0, -1)
-    s_of = np.where(tp >= 0, side[np.maximum(tp, 0)] if len(side) else 0, 0)
-    ps_of = pstart[todo]
-    pe_of = ps_of + plen[todo]
+    if gr is not None:
+        g_of = np.where(tp >= 0, gr.gid[np.maximum(tp, 0)], -1)
+        s_of = np.where(tp >= 0, gr.side[np.maximum(tp, 0)], 0)
+    else:
+        g_of = np.full(len(todo), -1, np.int64)
+        s_of = np.zeros(len(todo), np.int64)
+    ps_of = hd.pstart[todo]
+    pe_of = ps_of + hd.plen[todo]
     cols = zip(todo.tolist(), kind[todo].tolist(), blk.frame[todo].tolist(), blk.ts[todo].tolist(),
-               g_of.tolist(), s_of.tolist(), flags[todo].tolist(), seq.tolist(), ps_of.tolist(),
-               pe_of.tolist(), missing[todo].tolist())
+               g_of.tolist(), s_of.tolist(), hd.flags[todo].tolist(), hd.seq[todo].tolist(),
+               ps_of.tolist(), pe_of.tolist(), hd.missing[todo].tolist())
+    st = sc.stats
     tcp_packet = sc._tcp_packet
     syn = sc._syn
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
@@ -395,6 +443,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                             int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss))
             continue
         flow = group_flow[g]
+        assert flow is not None
         if pe == ps and not miss:          # a SYN without payload: handshake bookkeeping only
             if fl & TH_SYN:
                 syn(flow, sd, fl, sq)
@@ -404,14 +453,15 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
                 st.anomaly("capture.snaplen_truncated")
             continue
         tcp_packet(flow, sd, fl, sq, buf[ps:pe], miss, frame, ts)
-    # keep the flow table in last-activity order, as the per-packet path does
-    # (groups that took the per-packet path included: by each group's last packet)
-    if len(tcp):
-        last_any = np.full(ng, -1, np.int64)
-        np.maximum.at(last_any, gid, pos)
-        table = sc.flows
-        for g in np.argsort(last_any, kind="stable").tolist():
-            key = group_key[g]
-            if key is not None and key in table:
-                table.move_to_end(key)
-    sc.end_batch(n)
+
+
+def _reorder(sc: Scanner, gr: _Groups) -> None:
+    """Keep the flow table in last-activity order, as the per-packet path does (groups that
+    took the per-packet handlers included: by each group's last packet)."""
+    last_any = np.full(gr.n, -1, np.int64)
+    np.maximum.at(last_any, gr.gid, gr.pos)
+    table = sc.flows
+    for g in np.argsort(last_any, kind="stable").tolist():
+        key = gr.keys[g]
+        if key is not None and key in table:
+            table.move_to_end(key)
