@@ -216,6 +216,13 @@ class CappedSet:
                                                  else tuple(str(x) for x in v)))
 
 
+@functools.lru_cache(maxsize=4096)
+def _method_note(dialect: str | None, name: str, toserver: bool) -> str:
+    """The evidence text of a method seen, shared by every flow that sees it (one string, not
+    one per flow: an open mining flow kept ~1.5 KB of these)."""
+    return f"{dialect} {name} ({'client→pool' if toserver else 'pool→client'})"
+
+
 class FlowRecord:
     """Evidence of one flow, folded from the observations of its session."""
 
@@ -284,9 +291,8 @@ class FlowRecord:
             if d.get("proof"):
                 self.proof = True
             if n < 2 and len(self.methods) < 64:
-                arrow = "client→pool" if o.direction == TOSERVER else "pool→client"
-                self.note(f"{o.dialect} {name} ({arrow})", o.frame, o.ts, o.direction,
-                          method=name)
+                self.note(_method_note(o.dialect, name, o.direction == TOSERVER), o.frame, o.ts,
+                          o.direction, method=name)
         elif k == "login":
             login = d.get("login")
             if login and login not in self.logins and len(self.logins) >= MAX_SET:

@@ -11,7 +11,7 @@ Adding a dialect is adding a module to :data:`DIALECTS`.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +21,7 @@ from poolsniff.model import TOCLIENT, TOSERVER, Observation
 _RANK = {"stratum-v1": 0, "ethereumstratum-1.0.0": 1, "xmrig": 1}
 
 MAX_PENDING = 256      # outstanding request ids remembered per session
+MAX_SAME_ID = 16        # requests pending under one id (ids repeat: some miners send id 0)
 MAX_JOBS = 64          # job id -> work map entries per session
 
 Handler = Callable[["Session", dict[str, Any], str, int, float], None]
@@ -36,7 +37,9 @@ class Session:
     def __init__(self) -> None:
         self.dialect: str | None = None
         self.variant: str | None = None          # sha256d, ethash, kawpow, equihash, kheavyhash...
-        self.pending: OrderedDict[Any, deque[tuple[str, dict[str, Any]]]] = OrderedDict()
+        # requests awaiting their result, per id, oldest first (a list: a deque is 600 bytes,
+        # and most ids have one request pending)
+        self.pending: OrderedDict[Any, list[tuple[str, dict[str, Any]]]] = OrderedDict()
         self.jobs: OrderedDict[str, tuple[float, str]] = OrderedDict()  # job -> (raw, unit)
         self.next_diff: float | None = None
         self.out: list[Observation] = []
@@ -65,7 +68,9 @@ class Session:
         if q is None:
             if len(self.pending) >= MAX_PENDING:
                 self.pending.popitem(last=False)
-            q = self.pending[msg_id] = deque(maxlen=16)
+            q = self.pending[msg_id] = []
+        elif len(q) >= MAX_SAME_ID:
+            del q[0]                    # as a bounded queue drops its oldest
         q.append((method, extra))
 
     def recall(self, msg_id: Any) -> tuple[str, dict[str, Any]] | None:
@@ -74,7 +79,7 @@ class Session:
         q = self.pending.get(msg_id)
         if not q:
             return None
-        item = q.popleft()
+        item = q.pop(0)
         if not q:
             del self.pending[msg_id]
         return item
