@@ -223,6 +223,9 @@ def _method_note(dialect: str | None, name: str, toserver: bool) -> str:
     return f"{dialect} {name} ({'client→pool' if toserver else 'pool→client'})"
 
 
+_UNSET: Any = object()      # a note without a method field (None is a value: the method unknown)
+
+
 class FlowRecord:
     """Evidence of one flow, folded from the observations of its session."""
 
@@ -252,7 +255,7 @@ class FlowRecord:
         self.reported_n = 0
         self.reported_sum = 0.0
         self.reject_errors: list[tuple[Any, Any]] = []
-        self.evidence: list[dict[str, Any]] = []
+        self.evidence: list[Note] = []
         self.evidence_total = 0
         self.algo: str | None = None
         # exposure bookkeeping: raw work in force since seg_start
@@ -267,14 +270,11 @@ class FlowRecord:
         self.last_ts: float | None = None
 
     def note(self, reason: str, frame: int, ts: float, direction: str | None = None,
-             **extra: Any) -> None:
+             method: Any = _UNSET) -> None:
         self.evidence_total += 1
         if len(self.evidence) < MAX_FLOW_EVIDENCE:
-            e = {"pcap_cnt": frame, "ts": ts, "reason": reason}
-            if direction:
-                e["dir"] = direction
-            e.update(extra)
-            self.evidence.append(e)
+            # a tuple, made into a host's evidence entry (a dict) only if the host keeps it
+            self.evidence.append((frame, ts, reason, direction, method))
 
     def fold(self, o: Observation) -> None:
         k = o.kind
@@ -587,13 +587,11 @@ class HostEvidence:
             r.reported_max = max(r.reported_max, max(rec.reported))
         ev = rec.evidence
         if len(self.evidence) >= MAX_EVIDENCE and ev:
-            # most sessions come after the host's kept evidence: drop them before copying
+            # most sessions come after the host's kept evidence: drop them before making entries
             worst = _ev_key(self.evidence[-1])
-            wts = worst[0]
-            ev = [e for e in ev if (flow_info["ts"] if "ts" in flow_info else e.get("ts", 0.0)) <= wts
-                  and _ev_key(e, flow_info) < worst]
+            ev = [t for t in ev if _note_key(t, flow_info) < worst]
         if ev:
-            self.add_evidence([dict(e, **flow_info) for e in ev], rec.evidence_total)
+            self.add_evidence([_note_entry(t, flow_info) for t in ev], rec.evidence_total)
         else:
             self.evidence_total += rec.evidence_total
 
@@ -842,15 +840,33 @@ def host_order(h: HostEvidence) -> tuple[int, str]:
     return -VERDICTS[h.verdict], h.ip
 
 
-def _ev_key(e: dict[str, Any], over: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    """The order evidence is kept in; ``over``: fields that will replace e's (a flow's tuple)."""
-    if over:
-        e = {**e, **{k: over[k] for k in _EV_KEY_FIELDS if k in over}}
+def _ev_key(e: dict[str, Any]) -> tuple[Any, ...]:
+    """The order evidence is kept in."""
     return (e.get("ts", 0.0), str(e.get("pcap_filename", "")), e.get("pcap_cnt", 0),
             e.get("reason", ""))
 
 
-_EV_KEY_FIELDS = ("ts", "pcap_filename", "pcap_cnt", "reason")
+Note = tuple[int, float, str, "str | None", Any]   # frame, ts, reason, direction, method (or _UNSET)
+
+
+def _note_entry(t: Note, info: dict[str, Any]) -> dict[str, Any]:
+    """A flow's evidence note as a host's evidence entry, with the flow's tuple (``info``)."""
+    frame, ts, reason, direction, method = t
+    e: dict[str, Any] = {"pcap_cnt": frame, "ts": ts, "reason": reason}
+    if direction:
+        e["dir"] = direction
+    if method is not _UNSET:
+        e["method"] = method
+    e.update(info)
+    return e
+
+
+def _note_key(t: Note, info: dict[str, Any]) -> tuple[Any, ...]:
+    """_ev_key of _note_entry(t, info), without making the entry."""
+    frame, ts, reason = t[0], t[1], t[2]
+    if "ts" in info or "pcap_cnt" in info or "reason" in info:
+        return _ev_key(_note_entry(t, info))
+    return (ts, str(info.get("pcap_filename", "")), frame, reason)
 
 
 def resolve_algorithm(algo: str | None, coins: set[str]) -> str | None:
