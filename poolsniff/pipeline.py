@@ -38,6 +38,8 @@ INSPECT_BYTES = 128 * 1024  # payload bytes an undecided flow is inspected for
 MAX_FLOWS = 200_000         # flow table cap (oldest flows are finished first)
 FLOW_IDLE_S = 900.0         # a flow silent this long (capture time) is finished
 CLOSED_LINGER_S = 10.0      # a TCP flow closed (FIN both ways, or RST) and silent this long too
+WIND_DOWN_S = 2.0           # closed by FIN both ways and silent this long: reassembly state dropped
+WOUND = 8                   # Flow.fin bit: that has happened (1, 2: FIN per side; 4: RST)
 MAX_ENDPOINTS = 100_000     # pool endpoints learned from DNS
 MAX_HOSTS = 1_000_000
 MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
@@ -190,11 +192,16 @@ class Flow:
         self.http_host: str | None = None
         self.file = file
         self.midstream = False
-        # closing: FIN bits per side (1, 2) and RST (4); when the last FIN/RST and the last
+        # closing: FIN bits per side (1, 2), RST (4), WOUND (8); when the last FIN/RST and the last
         # payload were seen. Payload after the close reopens the flow (a spoofed RST).
         self.fin = 0
         self.close_ts = -math.inf
         self.data_ts = -math.inf
+
+    @property
+    def wound(self) -> bool:
+        """Reassembly state given up after a graceful close (Scanner._wind_down_closed)."""
+        return bool(self.fin & WOUND)
 
     @property
     def closed(self) -> bool:
@@ -232,6 +239,8 @@ class Scanner:
         self.traffic = Traffic()       # bytes of pool sessions per 5-minute bin
         # (close time, tie-break, flow) of each FIN/RST seen: flows that may end early
         self.closing: list[tuple[float, int, Flow]] = []
+        # flows closed by FIN both ways that still hold reassembly state (see _wind_down)
+        self.winding: list[Flow] = []
         self._tick = itertools.count()
         self.file = ""
         self._since_sweep = 0
@@ -402,6 +411,8 @@ class Scanner:
                 self._give_up(flow)
                 return
         if flow.streams is None:
+            if flow.wound:
+                return          # bytes after both FINs and a 2 s silence: not a session's any more
             self.stats.flows_inspected += 1
             flow.streams = [HalfStream(self._deliverer(flow, 0)), HalfStream(self._deliverer(flow, 1))]
             if flow.isn is not None:
@@ -422,6 +433,8 @@ class Scanner:
         if ts > flow.close_ts:
             flow.close_ts = ts
         heapq.heappush(self.closing, (flow.close_ts, next(self._tick), flow))
+        if flow.fin & 3 == 3:
+            self.winding.append(flow)       # looked at by the next sweep (_wind_down_closed)
 
     @staticmethod
     def _syn(flow: Flow, side: int, flags: int, seq: int) -> None:
@@ -687,12 +700,39 @@ class Scanner:
         for f in sorted(due.values(), key=lambda f: (f.last_ts, f.key)):
             del flows[f.key]
             self._finish(f)
+        self._wind_down_closed(now)
         while flows:
             key, f = next(iter(flows.items()))
             if now - f.last_ts <= FLOW_IDLE_S:
                 break
             del flows[key]
             self._finish(f)
+
+    def _wind_down_closed(self, now: float) -> None:
+        """Flows closed by FIN both ways (no RST: a forged reset must not cut a session) and
+        silent for WIND_DOWN_S: deliver what their reassembly holds, then drop that state and
+        their session's job and request tables. The flow itself lingers CLOSED_LINGER_S to
+        absorb stragglers (a retransmitted FIN, the last ACK) before it is finished. At 125 kpps
+        most of the watch's open flows are such closed flows, each with its reassembly and
+        framing state. Flows are handled in a canonical order (batch == per-packet)."""
+        limit = now - WIND_DOWN_S
+        ready: dict[int, Flow] = {}
+        later: dict[int, Flow] = {}
+        for f in self.winding:
+            if f.streams is None or self.flows.get(f.key) is not f or f.fin & 3 != 3:
+                continue
+            if f.closed and f.last_ts < limit and f.close_ts < limit:
+                ready[id(f)] = f
+            else:
+                later[id(f)] = f
+        self.winding = list(later.values())
+        for f in sorted(ready.values(), key=lambda f: (f.last_ts, f.key)):
+            self._flush_app(f)
+            if f.session is not None:
+                f.session.jobs.clear()
+                f.session.pending.clear()
+            self._release(f)
+            f.fin |= WOUND
 
     def expire(self, now: float) -> None:
         """Finish flows idle since before ``now - FLOW_IDLE_S`` (a live capture's wall clock:
@@ -713,17 +753,22 @@ class Scanner:
 
     def finish_all(self) -> None:
         self.closing.clear()
+        self.winding.clear()
         while self.flows:
             _, f = self.flows.popitem(last=False)
             self._finish(f)
 
-    def _finish(self, flow: Flow) -> None:
+    def _flush_app(self, flow: Flow) -> None:
+        """Deliver what reassembly holds back and a last line without its newline."""
         if flow.streams is not None and flow.state != "other":
             for st in flow.streams:
                 st.flush()
             for fr in flow.framers or ():
                 if isinstance(fr, LineFramer):
                     fr.flush(0, flow.last_ts)
+
+    def _finish(self, flow: Flow) -> None:
+        self._flush_app(flow)
         self._release(flow)        # break flow <-> callback cycles: refcounting frees them
         endpoint, client = self._resolve(flow)
         flow.endpoint, flow.client = endpoint, client

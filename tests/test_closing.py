@@ -182,3 +182,34 @@ def test_pipeline_gc_collects_cycles_between_batches(catalogue):
             sc.feed([])                 # a batch boundary
         assert peak < 250_000, peak     # 800,000 cycles made, never more than a few batches alive
     assert gc.isenabled()
+
+
+def test_a_gracefully_closed_flow_gives_up_its_reassembly_state(tmp_path, catalogue, monkeypatch):
+    """FIN both ways and 2 s of silence: the flow's reassembly, framing and job tables are
+    dropped at the next sweep (what the flow said is already folded into its record) while
+    the flow lingers to absorb a retransmitted FIN. A flow closed by RST keeps its state (a
+    forged reset must not cut a session). Either way the evidence is what it is without this."""
+    from poolsniff.batch import feed_block
+    from poolsniff.sources.pcapfile import block_from_packets
+    monkeypatch.setattr(pipeline, "SWEEP_EVERY", 1)        # sweep at every batch
+    graceful = Conn(T0).mine(3).close()                    # closes at ~T0+16.4
+    graceful.c(FIN | ACK, dt=0.5)                          # a straggler: absorbed by the linger
+    reset = Conn(T0 + 5, cport=40002).mine(2).c(RST)       # reset at ~T0+16.1
+    tick = Conn(T0 + 19, cport=40003).mine(1)              # keeps time moving past T0+20
+    pkts = sorted(graceful.pkts + reset.pkts + tick.pkts, key=lambda p: p[0])
+    sc = pipeline.Scanner(catalogue)
+    sc.begin_file("x")
+    for i, (t, f) in enumerate(pkts):
+        feed_block(sc, block_from_packets([(i + 1, t, 1, f)]))
+        if t > T0 + 21:
+            break
+    flows = {f.ports[0] if f.ports[1] == 3333 else f.ports[1]: f for f in sc.flows.values()}
+    assert flows[40001].wound and flows[40001].streams is None      # closed, lingering, light
+    assert not flows[40002].wound and flows[40002].streams is not None
+    assert flows[40001].session is not None and not flows[40001].session.jobs
+    path = write(tmp_path / "closing.pcap", pkts)
+    hosts, stats = scan_both([path], catalogue)
+    monkeypatch.setattr(pipeline, "WIND_DOWN_S", 1e9)       # never wind down: the same evidence
+    assert scan_both([path], catalogue) == (hosts, stats)
+    [h] = hosts.values()
+    assert h["sessions"] == 3 and h["shares"]["accepted"] == 6
