@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -107,11 +108,13 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
     try:
         if jobs is not None:
             from poolsniff.scan import scan_parallel
-            result = scan_parallel(list(captures), sigdir, jobs or _cores(), max_flows)
-        elif show and "-" not in captures:
-            result = _scan_with_progress(captures, cat, max_flows)
+
+            def run(tick: Callable[[int], None] | None) -> Any:
+                return scan_parallel(list(captures), sigdir, jobs or _cores(), max_flows, tick)
         else:
-            result = scan_files(captures, cat, max_flows=max_flows)
+            def run(tick: Callable[[int], None] | None) -> Any:
+                return scan_files(captures, cat, progress=tick, max_flows=max_flows)
+        result = _with_progress(captures, run) if show and "-" not in captures else run(None)
     except CaptureError as exc:
         raise UsageFailure(str(exc)) from exc
     except KeyboardInterrupt:
@@ -130,11 +133,11 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
         render(result, fmt, sys.stdout, color=sys.stdout.isatty())
 
 
-def _scan_with_progress(captures: tuple[str, ...], cat: Any, max_flows: int | None) -> Any:
+def _with_progress(captures: tuple[str, ...], run: Callable[[Callable[[int], None] | None], Any]) -> Any:
+    """run(tick) under a progress bar on stderr; tick gets the bytes read of the file being
+    read (restarting at each file) or of all of them."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    from poolsniff.scan import scan_files
 
     total = sum(os.path.getsize(c) for c in captures)
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
@@ -149,7 +152,7 @@ def _scan_with_progress(captures: tuple[str, ...], cat: Any, max_flows: int | No
             done_before[1] = read
             bar.update(task, completed=min(total, done_before[0] + read))
 
-        return scan_files(captures, cat, progress=tick, max_flows=max_flows)
+        return run(tick)
 
 
 class Duration(click.ParamType):

@@ -138,30 +138,58 @@ def merge_results(results: Iterable[ScanResult]) -> ScanResult:
     return ScanResult(merged, stats, anomalies, domains, warnings, traffic)
 
 
+_READ: Any = None       # in a worker: shared count of bytes the lead worker has read
+
+
+def _init_worker(read: Any) -> None:
+    global _READ
+    _READ = read
+
+
 def _scan_part(args: tuple[list[str], str | None, int | None, int, int]) -> ScanResult:
     """Worker for scan_parallel: part k of n of the flows of all the captures."""
     paths, sigdir, max_flows, k, n = args
+    progress = None
+    if k == 0 and _READ is not None:
+        shared = _READ
+        last = [0, 0]               # bytes of the files before this one, read of this one
+
+        def progress(read: int) -> None:
+            if read < last[1]:      # a new file
+                last[0] += last[1]
+            last[1] = read
+            shared.value = last[0] + read
     with pipeline_gc():
-        return _scan(paths, Catalogue.load(sigdir), None, True, max_flows, (k, n))
+        return _scan(paths, Catalogue.load(sigdir), progress, True, max_flows, (k, n))
 
 
-def scan_parallel(paths: list[str], sigdir: str | None, jobs: int,
-                  max_flows: int | None = None) -> ScanResult:
+def scan_parallel(paths: list[str], sigdir: str | None, jobs: int, max_flows: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> ScanResult:
     """:func:`scan_files` on ``jobs`` cores, with the same answer.
 
     Every worker reads all the captures, in order, and takes the flows (and DNS messages)
     whose 5-tuple hash falls to it; all of them learn pool endpoints from every DNS answer
     and sweep idle flows at the same packets, so the merged evidence and counters are
     exactly one scan's, whether the captures are many or one large file. Each worker has
-    its own flow table of ``max_flows``. Events are listed by file and frame.
+    its own flow table of ``max_flows``. Events are listed by file and frame. ``progress``
+    is called with the bytes the lead worker has read, over all the captures.
     """
     if jobs <= 1:
-        return scan_files(paths, Catalogue.load(sigdir), max_flows=max_flows)
-    from concurrent.futures import ProcessPoolExecutor
+        return scan_files(paths, Catalogue.load(sigdir), progress=progress, max_flows=max_flows)
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
+    read = multiprocessing.get_context().Value("q", 0, lock=False)
     work = [(paths, sigdir, max_flows, k, jobs) for k in range(jobs)]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return merge_parts(list(pool.map(_scan_part, work)), paths)
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(read,)) as pool:
+        futures = [pool.submit(_scan_part, w) for w in work]
+        while True:
+            done, pending = wait(futures, timeout=0.25, return_when=FIRST_EXCEPTION)
+            if progress is not None:
+                progress(read.value)
+            if not pending or any(f.exception() is not None for f in done):
+                break
+        return merge_parts([f.result() for f in futures], paths)
 
 
 def merge_parts(parts: list[ScanResult], paths: list[str]) -> ScanResult:

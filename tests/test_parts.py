@@ -64,3 +64,21 @@ def test_a_part_must_be_one_of_n(catalogue):
     from poolsniff.pipeline import Scanner
     with pytest.raises(ValueError):
         Scanner(catalogue, part=(2, 2))
+
+
+def test_progress_advances_through_a_file(catalogue, monkeypatch):
+    """The progress bar's feed: bytes read so far, rising block by block to the file's size
+    (the mapped-file reader reported the whole size at once), for one core and for --jobs."""
+    import os
+
+    from poolsniff.sources import pcapfile
+    monkeypatch.setattr(pcapfile, "BLOCK_BYTES", 20_000)
+    big = max((p for p in CAPTURES if p.suffix == ".pcap"), key=lambda p: p.stat().st_size)
+    size = os.path.getsize(big)
+    seen = []
+    scan_files([str(big)], catalogue, progress=seen.append)
+    assert len(set(seen)) >= 5 and seen == sorted(seen) and seen[0] < size / 2
+    assert size - 64 <= seen[-1] <= size          # this capture ends in a cut-short record
+    seen2 = []
+    scan_parallel([str(big)], None, 2, progress=seen2.append)
+    assert seen2 == sorted(seen2) and seen2[-1] == seen[-1]

@@ -283,7 +283,6 @@ class CaptureReader:
         incl_at = struct.Struct(order + "I").unpack_from
         a = np.frombuffer(mm, np.uint8)
         n = len(mm)
-        self.bytes_read = n
         pos = 24
         frame = 0
         while True:
@@ -293,6 +292,7 @@ class CaptureReader:
                 # one copy of the block's bytes: slicing bytes later is much cheaper than
                 # slicing the mapping, packet by packet
                 first = int(starts[0])
+                self.bytes_read = pos          # for a progress bar: how far into the file
                 yield _block(mm[first:pos], a, starts, first, order, scale, linktype, frame)
                 frame += len(starts)
                 self.frames = frame
