@@ -39,7 +39,7 @@ MAX_FLOWS = 200_000         # flow table cap (oldest flows are finished first)
 FLOW_IDLE_S = 900.0         # a flow silent this long (capture time) is finished
 CLOSED_LINGER_S = 10.0      # a TCP flow closed (FIN both ways, or RST) and silent this long too
 WIND_DOWN_S = 2.0           # closed by FIN both ways and silent this long: reassembly state dropped
-WOUND = 8                   # Flow.fin bit: that has happened (1, 2: FIN per side; 4: RST)
+WOUND = 8                   # Flow.fin bit: its reassembly state was dropped (1, 2: FIN per side; 4: RST)
 MAX_ENDPOINTS = 100_000     # pool endpoints learned from DNS
 MAX_HOSTS = 1_000_000
 MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
@@ -239,7 +239,7 @@ class Scanner:
         self.traffic = Traffic()       # bytes of pool sessions per 5-minute bin
         # (close time, tie-break, flow) of each FIN/RST seen: flows that may end early
         self.closing: list[tuple[float, int, Flow]] = []
-        # flows closed by FIN both ways that still hold reassembly state (see _wind_down)
+        # flows closed by FIN both ways that may still hold reassembly state (_wind_down_closed)
         self.winding: list[Flow] = []
         self._tick = itertools.count()
         self.file = ""
