@@ -200,7 +200,8 @@ def merge_parts(parts: list[ScanResult], paths: list[str]) -> ScanResult:
     order = {p: i for i, p in enumerate(paths)}
 
     def where(e: dict[str, Any]) -> tuple[int, int, float]:
-        return (order.get(str(e.get("pcap_filename")), len(order)), e.get("pcap_cnt") or 0, e.get("ts") or 0.0)
+        return (order.get(str(e.get("pcap_filename")), len(order)), e.get("pcap_cnt") or 0,
+                e.get("ts") or 0.0)
 
     merged.anomalies = sorted(merged.anomalies, key=where)[:MAX_ANOMALY_EVENTS]
     merged.domains = sorted(merged.domains, key=where)[:MAX_DOMAIN_EVENTS]
