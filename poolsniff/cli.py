@@ -134,8 +134,7 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
 
 
 def _with_progress(captures: tuple[str, ...], run: Callable[[Callable[[int], None] | None], Any]) -> Any:
-    """run(tick) under a progress bar on stderr; tick gets the bytes read of the file being
-    read (restarting at each file) or of all of them."""
+    """run(tick) under a progress bar on stderr; tick gets the bytes read of all the captures."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
@@ -144,13 +143,9 @@ def _with_progress(captures: tuple[str, ...], run: Callable[[Callable[[int], Non
                   TimeRemainingColumn(), transient=True,
                   console=Console(stderr=True)) as bar:
         task = bar.add_task("scanning", total=total)
-        done_before = [0, 0]   # bytes of finished files, last reading of the current one
 
         def tick(read: int) -> None:
-            if read < done_before[1]:
-                done_before[0] += done_before[1]
-            done_before[1] = read
-            bar.update(task, completed=min(total, done_before[0] + read))
+            bar.update(task, completed=min(total, read))
 
         return run(tick)
 

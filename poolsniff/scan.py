@@ -39,6 +39,7 @@ def scan_files(paths: Iterable[str], catalogue: Catalogue,
 
     ``fast`` selects the batch path (numpy header decode, payload only where it
     matters); ``fast=False`` is the plain per-packet path. Both give the same answer.
+    ``progress`` is called after each batch with the bytes read so far, over all the captures.
     """
     with pipeline_gc():
         return _scan(paths, catalogue, progress, fast, max_flows)
@@ -48,6 +49,7 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
           fast: bool, max_flows: int | None, part: tuple[int, int] | None = None) -> ScanResult:
     scanner = Scanner(catalogue, max_flows, part)
     warnings: list[str] = []
+    done = 0                    # bytes read of the captures before this one (for progress)
     for path in paths:
         reader = CaptureReader(path, batch_size=BLOCK)
         scanner.begin_file(reader.name)
@@ -56,7 +58,8 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
         for chunk in chunks:
             step(chunk)
             if progress is not None:
-                progress(reader.bytes_read)
+                progress(done + reader.bytes_read)
+        done += reader.bytes_read
         if not scanner.lead:
             continue            # the capture's own damage and description: the lead reports them
         scanner.add_anomalies(reader.anomalies, reader.name)
@@ -152,13 +155,9 @@ def _scan_part(args: tuple[list[str], str | None, int | None, int, int]) -> Scan
     progress = None
     if k == 0 and _READ is not None:
         shared = _READ
-        last = [0, 0]               # bytes of the files before this one, read of this one
 
         def progress(read: int) -> None:
-            if read < last[1]:      # a new file
-                last[0] += last[1]
-            last[1] = read
-            shared.value = last[0] + read
+            shared.value = read
     with pipeline_gc():
         return _scan(paths, Catalogue.load(sigdir), progress, True, max_flows, (k, n))
 

@@ -82,3 +82,8 @@ def test_progress_advances_through_a_file(catalogue, monkeypatch):
     seen2 = []
     scan_parallel([str(big)], None, 2, progress=seen2.append)
     assert seen2 == sorted(seen2) and seen2[-1] == seen[-1]
+    # several captures, a small one first: the count runs on over all of them
+    small = str(PCAPS / "xmrig_compact.pcap")
+    seen3 = []
+    scan_files([small, str(big)], catalogue, progress=seen3.append)
+    assert seen3 == sorted(seen3) and seen3[-1] == os.path.getsize(small) + seen[-1]
