@@ -520,8 +520,8 @@ class HostEvidence:
         if len(ev) >= MAX_EVIDENCE:
             worst = _ev_key(ev[-1])
             items = [e for e in items if _ev_key(e) < worst]
-            if not items:
-                return
+        if not items:
+            return
         ev.extend(items)
         ev.sort(key=_ev_key)
         del ev[MAX_EVIDENCE:]
@@ -590,10 +590,7 @@ class HostEvidence:
             # most sessions come after the host's kept evidence: drop them before making entries
             worst = _ev_key(self.evidence[-1])
             ev = [t for t in ev if _note_key(t, flow_info) < worst]
-        if ev:
-            self.add_evidence([_note_entry(t, flow_info) for t in ev], rec.evidence_total)
-        else:
-            self.evidence_total += rec.evidence_total
+        self.add_evidence([_note_entry(t, flow_info) for t in ev], rec.evidence_total)
 
     # -- merging -----------------------------------------------------------------------
     def merge(self, o: HostEvidence) -> None:
