@@ -20,7 +20,7 @@ import math
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from poolsniff import dialects
@@ -206,6 +206,10 @@ class Flow:
     @property
     def closed(self) -> bool:
         return bool(self.fin & 4 or self.fin & 3 == 3) and self.data_ts <= self.close_ts
+
+    def silent_before(self, t: float) -> bool:
+        """No packet and no FIN/RST since before t."""
+        return self.last_ts < t and self.close_ts < t
 
     def side(self, seg: Segment) -> int:
         return 0 if seg.src == self.ips[0] and seg.sport == self.ports[0] else 1
@@ -693,11 +697,11 @@ class Scanner:
             _, _, f = heapq.heappop(heap)
             if id(f) in due or flows.get(f.key) is not f or not f.closed:
                 continue                # finished already, or reopened (a later close pushes again)
-            if f.last_ts < limit and f.close_ts < limit:
+            if f.silent_before(limit):
                 due[id(f)] = f
             else:
                 heapq.heappush(heap, (max(f.last_ts, f.close_ts), next(self._tick), f))
-        for f in sorted(due.values(), key=lambda f: (f.last_ts, f.key)):
+        for f in _canonical(due.values()):
             del flows[f.key]
             self._finish(f)
         self._wind_down_closed(now)
@@ -719,14 +723,14 @@ class Scanner:
         ready: dict[int, Flow] = {}
         later: dict[int, Flow] = {}
         for f in self.winding:
-            if f.streams is None or self.flows.get(f.key) is not f or f.fin & 3 != 3:
-                continue
-            if f.closed and f.last_ts < limit and f.close_ts < limit:
+            if f.streams is None or self.flows.get(f.key) is not f or f.fin & 3 != 3 or not f.closed:
+                continue                # done, finished, or reopened (a later FIN adds it again)
+            if f.silent_before(limit):
                 ready[id(f)] = f
             else:
                 later[id(f)] = f
         self.winding = list(later.values())
-        for f in sorted(ready.values(), key=lambda f: (f.last_ts, f.key)):
+        for f in _canonical(ready.values()):
             self._flush_app(f)
             if f.session is not None:
                 f.session.jobs.clear()
@@ -927,6 +931,12 @@ def _random_looking(data: bytes) -> bool:
 
 def _sv2_act1(data: bytes) -> bool:
     return len(data) == SV2_ACT1_BYTES and _random_looking(data)
+
+
+def _canonical(flows: Iterable[Flow]) -> list[Flow]:
+    """Flows in an order that does not depend on how packets were batched: by last packet,
+    then 5-tuple (flows finished or wound down at one sweep are handled in this order)."""
+    return sorted(flows, key=lambda f: (f.last_ts, f.key))
 
 
 def _packed(ip: str) -> bytes:
