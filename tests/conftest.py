@@ -7,6 +7,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
 PUBLIC = Path(os.environ.get("POOLSNIFF_PUBLIC_PCAPS", ROOT.parent / "shared" / "pcaps" / "public"))
+#: every capture of the suite: the generated ones and the public ones
+CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
+                  + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
 
 
 @pytest.fixture(scope="session")

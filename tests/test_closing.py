@@ -49,17 +49,24 @@ class Conn:
         self.s(SYN | ACK, b"", 0)
 
     def c(self, flags: int, data: bytes = b"", dt: float = 0.1) -> Conn:
-        self.t += dt
-        self.pkts.append((self.t, frame(self.client, self.pool, self.cport, self.sport, self.cs,
-                                        flags, data)))
-        self.cs += len(data) + (1 if flags & (SYN | FIN) else 0)
-        return self
+        """The client sends."""
+        return self._send(True, flags, data, dt)
 
     def s(self, flags: int, data: bytes = b"", dt: float = 0.1) -> Conn:
+        """The pool sends."""
+        return self._send(False, flags, data, dt)
+
+    def _send(self, client: bool, flags: int, data: bytes, dt: float) -> Conn:
         self.t += dt
-        self.pkts.append((self.t, frame(self.pool, self.client, self.sport, self.cport, self.ss,
-                                        flags, data)))
-        self.ss += len(data) + (1 if flags & (SYN | FIN) else 0)
+        src, dst, sport, dport = ((self.client, self.pool, self.cport, self.sport) if client
+                                  else (self.pool, self.client, self.sport, self.cport))
+        seq = self.cs if client else self.ss
+        self.pkts.append((self.t, frame(src, dst, sport, dport, seq, flags, data)))
+        step = len(data) + (1 if flags & (SYN | FIN) else 0)
+        if client:
+            self.cs += step
+        else:
+            self.ss += step
         return self
 
     def mine(self, shares: int, every: float = 5.0) -> Conn:

@@ -4,11 +4,9 @@ import json
 
 import pytest
 
-from conftest import PCAPS, PUBLIC
+from conftest import CAPTURES, PCAPS
 from poolsniff.scan import scan_files
 
-CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
-                  + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
 
 
 def _doc(path, catalogue, fast):

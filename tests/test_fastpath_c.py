@@ -14,13 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import PCAPS, PUBLIC
+from conftest import CAPTURES, PCAPS
 from poolsniff import batch, native
 from poolsniff.scan import scan_files
 from poolsniff.sources.pcapfile import CaptureReader, RecordBlock, block_from_packets, index_records
 
-CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
-                  + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
 
 needs_c = pytest.mark.skipif(native.fastpath is None and not os.environ.get("POOLSNIFF_REQUIRE_NATIVE"),
                              reason="C extension not built (no compiler at install time)")

@@ -5,12 +5,10 @@ import json
 
 import pytest
 
-from conftest import PCAPS, PUBLIC
+from conftest import CAPTURES, PCAPS
 from poolsniff.pipeline import pipeline_gc
 from poolsniff.scan import _scan, merge_parts, scan_files, scan_parallel
 
-CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pcapng", ".gz"))]
-                  + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
 
 
 def _norm(result):
