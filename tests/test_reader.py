@@ -1,0 +1,85 @@
+"""Blocks of a regular pcap file (read with pread, repeated larger when a read ends inside a
+record) end exactly where indexing the whole file ends them, and damage stops the reader at
+the same record with the same anomaly as the per-packet reader.
+
+The read sizes are shrunk (PREAD_MIN, BLOCK_BYTES) so that small captures exercise every
+branch: reads that end inside a record header or body, blocks cut by record count or by
+bytes, a record too long, a file cut short.
+"""
+
+import struct
+
+import pytest
+
+from conftest import CAPTURES
+from poolsniff.sources import pcapfile
+from poolsniff.sources.pcapfile import CaptureReader, index_records
+
+PCAP_FILES = [p for p in CAPTURES if p.suffix == ".pcap"]
+
+
+def _reference(data: bytes, max_records: int, block_bytes: int) -> list[list[bytes]]:
+    """The blocks that indexing the whole file in memory gives: each block's records."""
+    order, _scale, _snap, _lt, limit = pcapfile._pcap_header(data[:24])
+    out, pos = [], 24
+    while True:
+        starts, new = index_records(data, pos, len(data), order, limit, max_records, block_bytes)
+        if not len(starts):
+            return out
+        out.append([data[s + 16:s + 16 + struct.unpack_from(order + "I", data, s + 8)[0]]
+                    for s in starts.tolist()])
+        pos = new
+        if len(starts) < max_records and pos - int(starts[0]) < block_bytes:
+            return out
+
+
+def _blocks(path, max_records: int) -> tuple[list[list[bytes]], CaptureReader]:
+    r = CaptureReader(str(path))
+    got = [[bytes(b.buf[o:o + n]) for o, n in zip(b.offs.tolist(), b.incl.tolist())]
+           for b in r.blocks(max_records)]
+    return got, r
+
+
+@pytest.mark.parametrize("max_records,block_bytes,pread_min", [
+    (7, 1 << 20, 64), (50, 3000, 100), (4096, 5000, 16), (3, 200, 1), (65536, 24 << 20, 1 << 20)])
+def test_blocks_end_where_the_whole_file_index_ends_them(max_records, block_bytes, pread_min,
+                                                         monkeypatch):
+    monkeypatch.setattr(pcapfile, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(pcapfile, "PREAD_MIN", pread_min)
+    for path in PCAP_FILES:
+        data = path.read_bytes()
+        if data[:4] not in pcapfile.PCAP_MAGIC:
+            continue
+        got, r = _blocks(path, max_records)
+        assert got == _reference(data, max_records, block_bytes), path.name
+        assert r.frames == sum(map(len, got))
+        assert r.bytes_read <= len(data)
+
+
+def _damaged_copies(tmp_path, data: bytes):
+    """The capture cut inside a record header, inside a record, and with a lying length."""
+    order = pcapfile._pcap_header(data[:24])[0]
+    starts, _ = index_records(data, 24, len(data), order, 1 << 18, 1 << 30, 1 << 40)
+    mid = int(starts[len(starts) // 2])
+    yield "cut_header", data[:mid + 7]
+    yield "cut_body", data[:mid + 16 + 3]
+    bad = bytearray(data)
+    struct.pack_into(order + "I", bad, mid + 8, 0x7FFFFFFF)
+    yield "bad_length", bytes(bad)
+
+
+@pytest.mark.parametrize("pread_min", [1, 64, 1 << 20])
+def test_damage_stops_the_block_reader_like_the_packet_reader(tmp_path, pread_min, monkeypatch):
+    monkeypatch.setattr(pcapfile, "PREAD_MIN", pread_min)
+    src = max((p for p in PCAP_FILES if p.read_bytes()[:4] in pcapfile.PCAP_MAGIC),
+              key=lambda p: p.stat().st_size)
+    for name, data in _damaged_copies(tmp_path, src.read_bytes()):
+        f = tmp_path / f"{name}.pcap"
+        f.write_bytes(data)
+        got, r = _blocks(f, 50)
+        plain = CaptureReader(str(f))
+        frames = [p for batch in plain for p in batch]
+        assert sum(map(len, got)) == len(frames) == r.frames, name
+        assert [p[3] for p in frames] == [x for blk in got for x in blk], name
+        assert r.truncated and plain.truncated, name
+        assert [a.event for a in r.anomalies] == [a.event for a in plain.anomalies], name
