@@ -23,6 +23,12 @@ enum {
     C_MISSING, C_WIRELEN, C_FLAGS, C_SEQ, C_EA, C_H, NCOL
 };
 
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
 static const uint64_t K1 = 0x9E3779B97F4A7C15ULL;
 static const uint64_t K2 = 0xC2B2AE3D27D4EB4FULL;
 static const uint64_t K3 = 0x165667B19E3779F9ULL;
@@ -56,27 +62,42 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
         return NULL;
     }
     const uint8_t *a = (const uint8_t *)b.buf;
-    /* first pass counts, second fills: no guess at the size */
-    Py_ssize_t cap = pos + max_bytes, p = pos, k = 0;
+    /* one pass (a block is larger than the caches: a second walk missed them again); the
+     * positions go to a buffer that doubles, then to a bytes object of the exact size */
+    Py_ssize_t cap = pos + max_bytes, p = pos, k = 0, room = 4096;
+    int nomem = 0;
+    int64_t *st = (int64_t *)PyMem_RawMalloc((size_t)room * sizeof(int64_t));
+    if (st == NULL) {
+        PyBuffer_Release(&b);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
     while (p + 16 <= end && k < max_records && p < cap) {
         uint32_t incl = rd32_order(a + p + 8, big);
         if ((Py_ssize_t)incl > limit || p + 16 + (Py_ssize_t)incl > end)
             break;
+        if (k == room) {
+            int64_t *more = (int64_t *)PyMem_RawRealloc(st, (size_t)room * 2 * sizeof(int64_t));
+            if (more == NULL) {
+                nomem = 1;
+                break;
+            }
+            st = more;
+            room *= 2;
+        }
+        st[k++] = p;
         p += 16 + (Py_ssize_t)incl;
-        k++;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, k * (Py_ssize_t)sizeof(int64_t));
-    if (out == NULL) {
-        PyBuffer_Release(&b);
-        return NULL;
-    }
-    int64_t *st = (int64_t *)PyBytes_AS_STRING(out);
-    p = pos;
-    for (Py_ssize_t i = 0; i < k; i++) {
-        st[i] = p;
-        p += 16 + (Py_ssize_t)rd32_order(a + p + 8, big);
-    }
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
+    if (nomem) {
+        PyMem_RawFree(st);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)st, k * (Py_ssize_t)sizeof(int64_t));
+    PyMem_RawFree(st);
+    if (out == NULL)
+        return NULL;
     return Py_BuildValue("(Nn)", out, p);
 }
 
@@ -107,6 +128,10 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
     const int64_t L = b.len;
 #define COL(c) col[(Py_ssize_t)(c) * n + i]
     for (Py_ssize_t i = 0; i < n; i++) {
+        /* the records of a block are spread over more memory than the caches hold: ask
+         * for the headers a few records ahead while this one is decoded */
+        if (i + 8 < n && offs[i + 8] >= 0 && offs[i + 8] < L)
+            PREFETCH(a + offs[i + 8]);
         int64_t base = offs[i], len = incl[i], lt = lts[i];
         if (base < 0 || len < 0 || base > L)
             continue;
