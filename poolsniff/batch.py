@@ -387,10 +387,61 @@ def _bulk(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> np.ndarray
             sc._closing(f, int(close_bits[g]), float(close_ts[g]))
     want = ((ftcp & TH_SYN) != 0) | (gr.active[gid] & ((plen > 0) | (missing > 0)))
     want |= slow[gid]
+    want &= ~_early_syns(hd, gr, fast, want)
     quiet = int(np.count_nonzero(fast & ~want & (missing > 0)))
     if quiet:
         sc.stats.anomaly("capture.snaplen_truncated", quiet)
     return tcp[want]
+
+
+def _early_syns(hd: Headers, gr: _Groups, fast: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """SYNs without payload that come before every other packet Python must see of their
+    flow in this block: their bookkeeping (Scanner._syn) done per flow here, as the
+    per-packet path does it packet by packet (the first such SYN names the client unless
+    it is known; each side's last SYN sets its ISN, its first starts a stream that has no
+    start yet). Returns the packets handled (positions in ``gr.tcp``)."""
+    tcp, gid, side, pos = gr.tcp, gr.gid, gr.side, gr.pos
+    ftcp = hd.flags[tcp]
+    syn_only = fast & ((ftcp & TH_SYN) != 0) & (hd.plen[tcp] == 0) & (hd.missing[tcp] == 0)
+    rest = want & ~syn_only
+    first_rest = np.full(gr.n, len(tcp), np.int64)
+    np.minimum.at(first_rest, gid[rest], pos[rest])
+    early = syn_only & (pos < first_rest[gid])
+    at = np.flatnonzero(early)
+    if not len(at):
+        return early
+    g_at = gid[at]
+    groups, first = np.unique(g_at, return_index=True)
+    cell = g_at * 2 + side[at]
+    seq = hd.seq[tcp[at]]
+    cells, c_first = np.unique(cell, return_index=True)
+    c_last = len(cell) - 1 - np.unique(cell[::-1], return_index=True)[1]
+    isn_first = np.full(2 * gr.n, -1, np.int64)
+    isn_last = np.full(2 * gr.n, -1, np.int64)
+    isn_first[cells] = seq[c_first]
+    isn_last[cells] = seq[c_last]
+    flows = gr.flows
+    for g, s0, f0, a0, z0, a1, z1 in zip(
+            groups.tolist(), side[at[first]].tolist(), ftcp[at[first]].tolist(),
+            isn_first[2 * groups].tolist(), isn_last[2 * groups].tolist(),
+            isn_first[2 * groups + 1].tolist(), isn_last[2 * groups + 1].tolist()):
+        f = flows[g]
+        assert f is not None            # fast groups all have their flow
+        f.syn_seen = True
+        if f.client is None:
+            f.client = s0 if not f0 & TH_ACK else 1 - s0
+        if f.isn is None:
+            f.isn = [None, None]
+        streams = f.streams
+        if a0 >= 0:
+            f.isn[0] = z0
+            if streams is not None:
+                streams[0].syn(a0)
+        if a1 >= 0:
+            f.isn[1] = z1
+            if streams is not None:
+                streams[1].syn(a1)
+    return early
 
 
 def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind: np.ndarray,
