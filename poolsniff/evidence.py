@@ -39,6 +39,7 @@ def algo_coin(algo: str | None) -> str | None:
     return ALGO_COIN.get(algo)
 
 
+RECENT_OVERFLOW = 1024   # items past a set's cap remembered as added (a probe host's pools)
 SKETCH_K = 4096          # distinct items counted exactly per capped set, estimated beyond
 
 
@@ -76,7 +77,7 @@ class CappedSet:
     seen twice, or kept in one part and dropped in another, is counted once.
     """
 
-    __slots__ = ("items", "cap", "_hashes", "_legacy", "_approx", "_reprs", "_by_repr")
+    __slots__ = ("items", "cap", "_hashes", "_legacy", "_approx", "_reprs", "_by_repr", "_done")
 
     def __init__(self, items: Iterable[Any] = (), cap: int = MAX_SET) -> None:
         self.items: set[Any] = set()
@@ -86,6 +87,9 @@ class CappedSet:
         self._approx = False    # _legacy may count items also counted here
         self._reprs: list[str] | None = None      # the kept items' reprs, sorted, once full
         self._by_repr: dict[str, Any] = {}
+        # items past the cap added lately: adding an item again never changes the set (the
+        # largest kept repr and the sketch's K-th hash only fall), so they are skipped
+        self._done: set[Any] | None = None
         for x in items:
             self.add(x)
 
@@ -99,6 +103,14 @@ class CappedSet:
             if self._hashes is not None:
                 self._count(stable_hash(x))
             return
+        done = self._done
+        if done is None:
+            done = self._done = set()
+        elif x in done:
+            return
+        elif len(done) >= RECENT_OVERFLOW:
+            done.clear()
+        done.add(x)
         if self._hashes is None:
             self._hashes = self._hash_list()
         self._count(stable_hash(x))
@@ -589,6 +601,9 @@ class HostEvidence:
         if len(self.evidence) >= MAX_EVIDENCE and ev:
             # most sessions come after the host's kept evidence: drop them before making entries
             worst = _ev_key(self.evidence[-1])
+            if "ts" not in flow_info:
+                wts = worst[0]          # a later note sorts after the worst kept: no key needed
+                ev = [t for t in ev if t[1] <= wts]
             ev = [t for t in ev if _note_key(t, flow_info) < worst]
         self.add_evidence([_note_entry(t, flow_info) for t in ev], rec.evidence_total)
 

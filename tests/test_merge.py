@@ -112,6 +112,38 @@ def test_capped_set_counts_distinct_items_the_same_whatever_the_order_split_or_r
             assert abs(more + 100 - n_distinct) < 0.05 * n_distinct and one.estimated
 
 
+def test_capped_set_skips_items_added_again_without_changing_anything(monkeypatch):
+    """Past the cap a set remembers the items it was given lately and skips them when they
+    come again (a probe host's pools, a busy host's links): adding an item twice changes
+    nothing, merges in between included. The state is the same as without that memory,
+    with the memory cleared when full (a small RECENT_OVERFLOW) and with sketches full."""
+    import random
+
+    from poolsniff import evidence
+    from poolsniff.evidence import CappedSet
+
+    class Forgetful(CappedSet):
+        def add(self, x):
+            self._done = None
+            super().add(x)
+
+    monkeypatch.setattr(evidence, "SKETCH_K", 64)
+    monkeypatch.setattr(evidence, "RECENT_OVERFLOW", 16)
+    rng = random.Random(3)
+    for n in (30, 200, 2000):
+        items = [("192.0.2.%d" % (i % 250), 3000 + i, None) for i in range(n)]
+        stream = [rng.choice(items) for _ in range(3 * n)]
+        a, b = CappedSet(cap=10), Forgetful(cap=10)
+        for i, x in enumerate(stream):
+            a.add(x)
+            b.add(x)
+            if i % 97 == 0:             # merges in between: the kept items and sketch change
+                other = [rng.choice(items) for _ in range(20)]
+                a.merge(CappedSet(other, cap=10))
+                b.merge(CappedSet(other, cap=10))
+        assert a.state() == b.state() and a.items == b.items and a._done
+
+
 def test_capped_set_reads_stores_written_before_sketches():
     """A host record stored by an earlier version ([items, more]) keeps its count."""
     from poolsniff.evidence import CappedSet
