@@ -11,7 +11,6 @@ Adding a dialect is adding a module to :data:`DIALECTS`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +38,10 @@ class Session:
         self.variant: str | None = None          # sha256d, ethash, kawpow, equihash, kheavyhash...
         # requests awaiting their result, per id, oldest first (a list: a deque is 600 bytes,
         # and most ids have one request pending)
-        self.pending: OrderedDict[Any, list[tuple[str, dict[str, Any]]]] = OrderedDict()
-        self.jobs: OrderedDict[str, tuple[float, str]] = OrderedDict()  # job -> (raw, unit)
+        # plain dicts (insertion-ordered; an OrderedDict is twice the size, and every flow
+        # with a session has two)
+        self.pending: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+        self.jobs: dict[str, tuple[float, str]] = {}  # job -> (raw, unit)
         self.next_diff: float | None = None
         self.out: list[Observation] = []
         self.client_is_a: bool | None = None
@@ -67,7 +68,7 @@ class Session:
         q = self.pending.get(msg_id)
         if q is None:
             if len(self.pending) >= MAX_PENDING:
-                self.pending.popitem(last=False)
+                del self.pending[next(iter(self.pending))]        # the oldest
             q = self.pending[msg_id] = []
         elif len(q) >= MAX_SAME_ID:
             del q[0]                    # as a bounded queue drops its oldest
@@ -89,7 +90,7 @@ class Session:
         """A job with known work arrived: it is the job in force from now on."""
         key = str(job_id)[:128]
         if len(self.jobs) >= MAX_JOBS:
-            self.jobs.popitem(last=False)
+            del self.jobs[next(iter(self.jobs))]          # the oldest
         self.jobs[key] = (raw, unit)
         if algo:
             self.algo = algo
