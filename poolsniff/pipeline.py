@@ -821,10 +821,12 @@ class Scanner:
         finished, finished_traffic = self.hosts, self.traffic
         self.hosts, self.traffic = {}, Traffic()
         try:
+            endpoints = self.endpoints
             for flow in self.flows.values():
-                if flow.record is None and flow.endpoint is None and flow.sign is None \
-                        and flow.state != "mining" and not self.endpoints:
-                    continue        # nothing this flow could add
+                if flow.endpoint is None and flow.sign is None and flow.state != "mining" \
+                        and (flow.record is None or not flow.record.proof) \
+                        and flow.ips[0] not in endpoints and flow.ips[1] not in endpoints:
+                    continue        # nothing this flow could add (_account would return at once)
                 endpoint, client = self._resolve(flow)
                 rec = flow.record.copy() if flow.record is not None else None
                 self._account(flow, rec, endpoint, client)
