@@ -545,6 +545,82 @@ def benign_jsonrpc(name: str) -> None:
     expect(name, benign=True)
 
 
+def _socks5_open(host: str, port: int, user: str | None = None, reply: int = 0) -> tuple[list[bytes], list[bytes]]:
+    """(client messages, proxy messages) of a SOCKS5 opening (RFC 1928, RFC 1929 auth)."""
+    name = host.encode()
+    c = [bytes([5, 2, 0, 2]) if user else bytes([5, 1, 0])]
+    s = [bytes([5, 2 if user else 0])]
+    if user:
+        c.append(bytes([1, len(user)]) + user.encode() + bytes([4]) + b"pass")
+        s.append(bytes([1, 0]))
+    c.append(bytes([5, 1, 0, 3, len(name)]) + name + struct.pack("!H", port))
+    s.append(bytes([5, reply, 0, 1, 0, 0, 0, 0, 0, 0]))
+    return c, s
+
+
+def proxied_xmrig(name: str, kind: str) -> None:
+    """An XMRig session opened through a proxy (SOCKS5 with user/password, SOCKS4a, HTTP
+    CONNECT): the pool's name is only in the proxy request; the login rides in the same
+    segment as the request (optimistic data) for SOCKS4a."""
+    f = Flow("10.1.0.40", "10.1.0.5", 50040, {"socks5": 1080, "socks4a": 1080, "connect": 3128}[kind])
+    t = T0 - 1
+    host = "pool.supportxmr.com"
+    if kind == "socks5":
+        c, s = _socks5_open(host, 3333, user="rig7")
+        for i, (a, b) in enumerate(zip(c, s)):
+            f.msgs += [Msg(t + 0.1 * i, True, a), Msg(t + 0.1 * i + 0.05, False, b)]
+    elif kind == "socks4a":
+        f.msgs.append(Msg(t, True, b"\x04\x01" + struct.pack("!H", 3333) + b"\x00\x00\x00\x01rig7\x00"
+                          + host.encode() + b"\x00"))
+    else:
+        f.msgs.append(Msg(t, True, f"CONNECT {host}:3333 HTTP/1.1\r\nHost: {host}:3333\r\n"
+                          f"Proxy-Connection: keep-alive\r\n\r\n".encode()))
+        f.msgs.append(Msg(t + 0.05, False, b"HTTP/1.1 200 Connection established\r\n\r\n"))
+    job_t, acc = xmrig_session(f)
+    if kind == "socks4a":
+        # the login goes with the request; the proxy's grant comes before the pool's answer
+        login = f.msgs[1]
+        f.msgs[0] = Msg(t, True, f.msgs[0].data + login.data)
+        f.msgs[1] = Msg(t + 0.05, False, b"\x00\x5a" + struct.pack("!H", 3333) + b"\xcb\x00\x71\x0f")
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.40", pool_ip="10.1.0.5", pool_port=f.sport, domain=host, dialect="xmrig",
+           coin="XMR", algorithm="rx/0", worker=XMR_ADDR, wallet=XMR_ADDR,
+           agent="XMRig/6.26.0 (Linux x86_64) libuv/1.48.0 gcc/13.2.1", submitted=20, accepted=20,
+           rejected=0, work=0xFFFFFFFFFFFFFFFF / (0xFFFFFFFFFFFFFFFF // (0xFFFFFFFF // 0x00068DB8)),
+           window=end - job_t, n=len(acc), tunnel=kind)
+
+
+def proxied_other(name: str) -> None:
+    """Through proxies, without a mining protocol in view: TLS to a pool's stratum host named
+    only in an HTTP CONNECT (mining: the endpoint); TLS to an ordinary site over SOCKS5 (no
+    verdict); a SOCKS5 request for a pool that the proxy refuses (suspect)."""
+    pkts = []
+    a = Flow("10.1.0.43", "10.1.0.6", 50043, 3128)
+    a.msgs += [Msg(T0, True, b"CONNECT pool.supportxmr.com:443 HTTP/1.1\r\nHost: pool.supportxmr.com:443\r\n\r\n"),
+               Msg(T0 + 0.05, False, b"HTTP/1.0 200 OK\r\n\r\n"),
+               Msg(T0 + 0.1, True, _client_hello("")),
+               Msg(T0 + 0.2, False, b"\x16\x03\x03\x00\x04\x02\x00\x00\x00")]
+    for k in range(4):
+        a.msgs.append(Msg(T0 + 5 + 20 * k, True, b"\x17\x03\x03\x00\x40" + b"\x99" * 64))
+    pkts += tcp_packets(a)
+    b = Flow("10.1.0.44", "10.1.0.6", 50044, 1080, segment=3)
+    c, s = _socks5_open("www.example.com", 443)
+    for i, (x, y) in enumerate(zip(c, s)):
+        b.msgs += [Msg(T0 + 1 + 0.1 * i, True, x), Msg(T0 + 1 + 0.1 * i + 0.05, False, y)]
+    b.msgs.append(Msg(T0 + 1.5, True, _client_hello("www.example.com")))
+    pkts += tcp_packets(b)
+    r = Flow("10.1.0.45", "10.1.0.6", 50045, 1080)
+    c, s = _socks5_open("xmr-eu1.nanopool.org", 14433, reply=2)
+    for i, (x, y) in enumerate(zip(c, s)):
+        r.msgs += [Msg(T0 + 2 + 0.1 * i, True, x), Msg(T0 + 2 + 0.1 * i + 0.05, False, y)]
+    pkts += tcp_packets(r)
+    pkts.sort(key=lambda p: float(p.time))
+    write(name, pkts)
+    expect(name, mining={"10.1.0.43": "pool.supportxmr.com"}, suspects=["10.1.0.45"],
+           clean=["10.1.0.44"])
+
+
 # ---------------------------------------------------------------------------------- raw writers
 def _frame(p, link: str) -> bytes:  # noqa: ANN001
     """Bytes of one frame in a link type scapy does not write for us."""
@@ -736,6 +812,13 @@ def main() -> None:
     stratum_v2_shape("stratum_v2_shape.pcap")
     dns_tls("dns_tls_sni.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
+    proxied_xmrig("socks5_xmrig.pcap", "socks5")
+    proxied_xmrig("socks4a_xmrig.pcap", "socks4a")
+    proxied_xmrig("http_connect_xmrig.pcap", "connect")
+    VARIANT.update(segment=23, reorder=True)
+    proxied_xmrig("socks5_xmrig_reordered.pcap", "socks5")
+    VARIANT.clear()
+    proxied_other("proxies_other.pcap")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(EXPECTED)} captures to {HERE}")
 

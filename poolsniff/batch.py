@@ -365,10 +365,11 @@ def _bulk(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> np.ndarray
             by[2 * live + 1].tolist(), blk.ts[tcp[lastpos[live]]].tolist(), data_ts[live].tolist()):
         f = gr.flows[g]
         assert f is not None                # fast groups all have their flow
-        f.pkts[0] += p0
-        f.pkts[1] += p1
-        f.nbytes[0] += b0
-        f.nbytes[1] += b1
+        n = f.counts
+        n[0] += p0
+        n[1] += p1
+        n[2] += b0
+        n[3] += b1
         f.last_ts = lts
         if dts > f.data_ts:
             f.data_ts = dts

@@ -32,6 +32,7 @@ from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
 from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
 from poolsniff.signatures import Catalogue, Match
 from poolsniff.stream import HalfStream
+from poolsniff.tunnel import FAIL, MORE, ProxyHandshake, proxy_kind
 
 INSPECT_PKTS = 24           # payload packets an undecided flow is inspected for
 INSPECT_BYTES = 128 * 1024  # payload bytes an undecided flow is inspected for
@@ -158,11 +159,11 @@ class Stats:
 class Flow:
     """One TCP or UDP conversation; side 0 is the endpoint seen first."""
 
-    __slots__ = ("key", "ips", "ports", "proto", "first_ts", "last_ts", "pkts", "nbytes",
+    __slots__ = ("key", "ips", "ports", "proto", "first_ts", "last_ts", "counts",
                  "client", "syn_seen", "state", "app", "streams", "framers", "session",
                  "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
                  "midstream", "payload_bytes", "first_frame", "isn", "sign", "sign_frame",
-                 "fin", "close_ts", "data_ts")
+                 "fin", "close_ts", "data_ts", "proxy", "tunnel")
 
     def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
         self.key = key
@@ -174,8 +175,7 @@ class Flow:
         self.sign: str | None = None          # a weaker sign of mining (suspect), with its reason
         self.sign_frame = 0
         self.isn: list[int | None] | None = None     # initial sequence numbers, once a SYN is seen
-        self.pkts = [0, 0]
-        self.nbytes = [0, 0]
+        self.counts = [0, 0, 0, 0]            # packets from side 0, side 1; bytes from side 0, 1
         self.client: int | None = None       # 0 or 1 once known
         self.syn_seen = False
         self.state = "undecided"              # undecided | mining | other
@@ -197,6 +197,8 @@ class Flow:
         self.fin = 0
         self.close_ts = -math.inf
         self.data_ts = -math.inf
+        self.proxy: ProxyHandshake | None = None     # a proxy's opening, until the tunnel opens
+        self.tunnel: tuple[str, str, int, int] | None = None   # (kind, host, port, frame)
 
     @property
     def wound(self) -> bool:
@@ -396,8 +398,8 @@ class Scanner:
             self.flows.move_to_end(key)
         side = flow.side(seg)
         flow.last_ts = seg.ts
-        flow.pkts[side] += 1
-        flow.nbytes[side] += seg.wirelen
+        flow.counts[side] += 1
+        flow.counts[2 + side] += seg.wirelen
         if seg.payload or seg.missing:
             if seg.ts > flow.data_ts:
                 flow.data_ts = seg.ts
@@ -479,6 +481,7 @@ class Scanner:
         flow.streams = None
         flow.framers = None
         flow.tls_buf = b""
+        flow.proxy = None
 
     def _deliverer(self, flow: Flow, side: int) -> Callable[[bytes, int, float, bool], None]:
         return functools.partial(self._on_app, flow, side)
@@ -502,7 +505,12 @@ class Scanner:
         if flow.app is None:
             if not data:
                 return          # nothing captured yet to tell the protocol by
-            if looks_like_tls(data):
+            kind = proxy_kind(data) if flow.syn_seen and not gap and side == flow.client \
+                and flow.tunnel is None else None
+            if kind is not None:
+                flow.app = "proxy"          # SOCKS or HTTP CONNECT: the session is inside
+                flow.proxy = ProxyHandshake(kind)
+            elif looks_like_tls(data):
                 flow.app = "tls"
             elif looks_like_http(data):
                 flow.app = "http"
@@ -519,6 +527,9 @@ class Scanner:
                 flow.app = "json"
         if flow.app == "tls":
             self._tls(flow, side, data, frame, ts)
+            return
+        if flow.app == "proxy":
+            self._proxy(flow, side, data, frame, ts, gap)
             return
         if flow.app == "sv2?":
             if side != flow.client and len(data) == SV2_ACT2_BYTES and _random_looking(data):
@@ -549,6 +560,44 @@ class Scanner:
                     ws.feed(rest, frame, ts)
         else:
             fr.feed(data, frame, ts, gap)
+
+    def _proxy(self, flow: Flow, side: int, data: bytes, frame: int, ts: float, gap: bool) -> None:
+        """A proxy's opening: once the proxy says the tunnel is open, what follows on each side
+        is a stream of its own (recognised as any other), and the destination the client
+        asked for is the pool's name (matched against the catalogue)."""
+        p = flow.proxy
+        st = FAIL if p is None or gap else p.feed(side == flow.client, data, frame, ts)
+        if st == MORE:
+            return
+        flow.proxy = None
+        if st == FAIL or p is None or p.host is None:
+            hit = self.cat.match(p.host) if p is not None and p.host else None
+            if hit is not None and p is not None:
+                # the proxy refused (or the opening broke off): asking for a pool is still a sign
+                c = flow.client if flow.client is not None else side
+                self._suspect(flow, c, f"asked a {p.kind} proxy for pool host {p.host}",
+                              f"{p.kind} request for {p.host}:{p.port} through proxy "
+                              f"{ip_str(flow.ips[1 - c])}:{flow.ports[1 - c]}, not opened "
+                              f"(signature {hit.pool.id})", p.request_frame)
+            self._give_up(flow)
+            return
+        flow.tunnel = (p.kind, p.host, p.port, p.request_frame)
+        flow.app = None
+        flow.framers = None
+        flow.inspected = flow.payload_bytes = 0     # the session inside: a stream of its own
+        rec = self._record(flow)
+        hit = self.cat.match(p.host)
+        c = flow.client if flow.client is not None else side
+        rec.note(f"{p.kind} tunnel to {p.host}:{p.port} through proxy {ip_str(flow.ips[1 - c])}:"
+                 f"{flow.ports[1 - c]}"
+                 + (f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})" if hit else ""),
+                 p.request_frame, ts, TOSERVER)
+        if hit is not None:
+            if flow.endpoint is None:
+                flow.endpoint = hit
+            self._domain_event(flow, p.host, "proxy.connect", hit, p.request_frame, ts)
+        for from_client, rest, fr, t in p.rest:
+            self._app(flow, c if from_client else 1 - c, rest, fr, t, False)
 
     def _tls(self, flow: Flow, side: int, data: bytes, frame: int, ts: float) -> None:
         if flow.client is None:
@@ -844,8 +893,9 @@ class Scanner:
 
     def _account(self, flow: Flow, rec: FlowRecord | None, endpoint: Match | None, c: int) -> None:
         """Add a flow's evidence to its client's host record (reads the flow, never changes it)."""
+        dport = flow.tunnel[2] if flow.tunnel is not None else flow.ports[1 - c]   # the pool's
         if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports \
-                and flow.ports[1 - c] not in endpoint.host.ports and flow.ports[1 - c] in (80, 443):
+                and dport not in endpoint.host.ports and dport in (80, 443):
             # a host that serves both the pool and its web site: HTTP(S) to it is the web site
             endpoint = Match(endpoint.pool, dataclasses.replace(endpoint.host, role="web"),
                              endpoint.name)
@@ -854,7 +904,7 @@ class Scanner:
             if flow.sign is not None:
                 self._suspect(flow, c, "Stratum V2 handshake shape", flow.sign, flow.sign_frame)
             return
-        if endpoint is not None and not mining and flow.pkts[c] == 0:
+        if endpoint is not None and not mining and flow.counts[c] == 0:
             return
         client_ip = ip_str(flow.ips[c])
         server_ip = ip_str(flow.ips[1 - c])
@@ -872,7 +922,7 @@ class Scanner:
             # a visit to a pool's web site: a sign, not a session with a pool
             host.signatures.add(endpoint.pool.id)
             host.domains.add(endpoint.name)
-            where = "TLS SNI" if flow.sni else ("HTTP Host" if flow.http_host else "DNS")
+            where = _learned_from(flow)
             self._suspect(flow, c,
                           f"contacted pool web site {endpoint.name} ({endpoint.pool.id})",
                           f"session with pool web site {server_ip}:{port} = {endpoint.name} "
@@ -880,7 +930,8 @@ class Scanner:
             return
         if endpoint is not None and not rec.proof and flow.sni:
             rec.dialects.append("tls")
-        domain = endpoint.name if endpoint is not None else flow.sni or flow.http_host
+        domain = endpoint.name if endpoint is not None else \
+            flow.sni or flow.http_host or (flow.tunnel[1] if flow.tunnel else None)
         if domain and _is_ip(domain):
             domain = None
         sig = endpoint
@@ -904,20 +955,22 @@ class Scanner:
             host.signatures.add(sig.pool.id)
             host.domains.add(sig.name)
         if endpoint is not None and not rec.proof:
-            where = "TLS SNI" if flow.sni else ("HTTP Host" if flow.http_host else "DNS")
+            where = _learned_from(flow)
             rec.note(f"TCP session with {endpoint.role} endpoint {server_ip}:{port} "
                      f"= {endpoint.name} (learned from {where}; signature {endpoint.pool.id})",
                      flow.first_frame, flow.first_ts, TOSERVER)
         ts_side = c
         info = self._tuple(flow, c)
         info["pcap_filename"] = flow.file
-        self.traffic.spread(flow.first_ts, flow.last_ts, flow.nbytes[ts_side],
-                            flow.nbytes[1 - ts_side])
-        host.add_flow(rec, (server_ip, port, domain), flow.nbytes[ts_side], flow.nbytes[1 - ts_side],
-                      flow.pkts[ts_side], flow.pkts[1 - ts_side], flow.first_ts, flow.last_ts,
+        n = flow.counts
+        self.traffic.spread(flow.first_ts, flow.last_ts, n[2 + ts_side], n[3 - ts_side])
+        host.add_flow(rec, (server_ip, port, domain), n[2 + ts_side], n[3 - ts_side],
+                      n[ts_side], n[1 - ts_side], flow.first_ts, flow.last_ts,
                       info, sig.coins if sig is not None else ())
         if flow.midstream:
             host.reasons.add("session picked up mid-stream")
+        if flow.tunnel is not None:
+            host.reasons.add(f"reached the pool through a {flow.tunnel[0]} proxy")
 
     def _suspect(self, flow: Flow, c: int, verdict_reason: str, evidence: str, frame: int) -> None:
         """A weaker sign of mining on a flow: the host is 'suspect', with the frame that shows it."""
@@ -950,6 +1003,18 @@ def _random_looking(data: bytes) -> bool:
 
 def _sv2_act1(data: bytes) -> bool:
     return len(data) == SV2_ACT1_BYTES and _random_looking(data)
+
+
+def _learned_from(flow: Flow) -> str:
+    """Where a flow's pool endpoint was named."""
+    if flow.sni:
+        return "TLS SNI"
+    if flow.http_host:
+        return "HTTP Host"
+    if flow.tunnel is not None and flow.endpoint is not None \
+            and flow.endpoint.name == flow.tunnel[1].lower().rstrip("."):
+        return f"{flow.tunnel[0]} request"
+    return "DNS"
 
 
 def _canonical(flows: Iterable[Flow]) -> list[Flow]:

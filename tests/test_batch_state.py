@@ -46,7 +46,7 @@ def _flows(sc: Scanner) -> list[tuple]:
     for key, f in sc.flows.items():
         streams = None if f.streams is None else [(s.next_seq, sorted(s.ooo), s.ooo_bytes, s.gaps,
                                                    s.retrans_bytes, s.midstream) for s in f.streams]
-        out.append((key, f.client, f.syn_seen, f.isn, f.midstream, f.pkts, f.nbytes, f.state,
+        out.append((key, f.client, f.syn_seen, f.isn, f.midstream, f.counts, f.state,
                     f.app, f.fin, f.last_ts, f.data_ts, f.close_ts, f.inspected, streams))
     return out
 

@@ -146,3 +146,37 @@ def test_stream_counters_report_what_reassembly_skipped(catalogue):
     assert stats["retransmitted_bytes"] == 37 and stats["stream_gaps"] == 0
     _, cut = scan_json([PCAPS / "stratum_btc_snaplen256.pcap"], catalogue)
     assert cut["stream_gaps"] >= 1
+
+
+@pytest.mark.parametrize("name", [n for n, e in EXPECTED.items() if e.get("tunnel")])
+def test_session_through_a_proxy_names_the_pool_and_the_proxy(name, expected, catalogue):
+    """SOCKS5 (with user/password), SOCKS4a (login sent with the request) and HTTP CONNECT:
+    the pool's name comes from the proxy request, the session inside is read like any other
+    (test_host_record checks its numbers), and the evidence says which proxy carried it."""
+    exp = expected[name]
+    hosts, _ = scan_json([PCAPS / name], catalogue)
+    h = hosts[exp["client"]]
+    kind = {"socks5": "SOCKS5", "socks4a": "SOCKS4", "connect": "HTTP CONNECT"}[exp["tunnel"]]
+    assert f"reached the pool through a {kind} proxy" in h["reasons"]
+    reasons = [e["reason"] for e in h["evidence"]]
+    assert any(r.startswith(f"{kind} tunnel to {exp['domain']}:3333 through proxy "
+                            f"{exp['pool_ip']}:{exp['pool_port']} (signature supportxmr")
+               for r in reasons), reasons
+    assert "supportxmr" in h["signatures"]
+
+
+def test_proxies_without_a_mining_protocol(expected, catalogue):
+    """TLS to a pool host named only in an HTTP CONNECT is a session with the pool; TLS to an
+    ordinary site through SOCKS5 is nothing; a SOCKS5 request for a pool that the proxy
+    refuses makes the host a suspect, with the frame of the request."""
+    exp = expected["proxies_other.pcap"]
+    hosts, _ = scan_json([PCAPS / "proxies_other.pcap"], catalogue)
+    for ip, domain in exp["mining"].items():
+        assert hosts[ip]["verdict"] == "mining"
+        assert [p["domain"] for p in hosts[ip]["pools"]] == [domain]
+        assert any("learned from HTTP CONNECT request" in e["reason"] for e in hosts[ip]["evidence"])
+    for ip in exp["suspects"]:
+        assert hosts[ip]["verdict"] == "suspect"
+        (ev,) = hosts[ip]["evidence"]
+        assert "request for xmr-eu1.nanopool.org:14433" in ev["reason"] and ev["pcap_cnt"] > 0
+    assert not set(exp["clean"]) & set(hosts)
