@@ -481,7 +481,8 @@ class Scanner:
         flow.streams = None
         flow.framers = None
         flow.tls_buf = b""
-        flow.proxy = None
+        if flow.proxy is not None:
+            flow.proxy = None
 
     def _deliverer(self, flow: Flow, side: int) -> Callable[[bytes, int, float, bool], None]:
         return functools.partial(self._on_app, flow, side)
@@ -572,7 +573,8 @@ class Scanner:
         flow.proxy = None
         if st == FAIL or p is None or p.host is None:
             hit = self.cat.match(p.host) if p is not None and p.host else None
-            if hit is not None and p is not None:
+            if hit is not None:
+                assert p is not None and p.host is not None
                 # the proxy refused (or the opening broke off): asking for a pool is still a sign
                 c = flow.client if flow.client is not None else side
                 self._suspect(flow, c, f"asked a {p.kind} proxy for pool host {p.host}",
@@ -893,12 +895,13 @@ class Scanner:
 
     def _account(self, flow: Flow, rec: FlowRecord | None, endpoint: Match | None, c: int) -> None:
         """Add a flow's evidence to its client's host record (reads the flow, never changes it)."""
-        dport = flow.tunnel[2] if flow.tunnel is not None else flow.ports[1 - c]   # the pool's
-        if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports \
-                and dport not in endpoint.host.ports and dport in (80, 443):
-            # a host that serves both the pool and its web site: HTTP(S) to it is the web site
-            endpoint = Match(endpoint.pool, dataclasses.replace(endpoint.host, role="web"),
-                             endpoint.name)
+        if endpoint is not None and endpoint.role == "stratum" and endpoint.host.ports:
+            # the port the pool listens on (through a proxy: the one the client asked for)
+            dport = flow.tunnel[2] if flow.tunnel is not None else flow.ports[1 - c]
+            if dport not in endpoint.host.ports and dport in (80, 443):
+                # a host that serves both the pool and its web site: HTTP(S) to it is the site
+                endpoint = Match(endpoint.pool, dataclasses.replace(endpoint.host, role="web"),
+                                 endpoint.name)
         mining = flow.state == "mining" or (rec is not None and rec.proof)
         if not mining and endpoint is None:
             if flow.sign is not None:

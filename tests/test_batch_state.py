@@ -12,6 +12,7 @@ block, then the final host records.
 from __future__ import annotations
 
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,32 +72,26 @@ def test_flow_state_equal_after_every_block(tmp_path, catalogue, spec, block):
     assert _run(path, block, catalogue, True) == _run(path, block, catalogue, False)
 
 
-def test_retransmitted_syn_after_data_from_an_earlier_block(tmp_path, catalogue):
-    """Data first (no handshake seen), then the pool's SYN-ACK and a retransmitted SYN in a
-    later block: the streams exist already, so the SYNs start the side that has no start."""
-    spec = [(0, True, 0x18, 1, 1), (0, True, 0x18, 2, 5), (0, False, 0x12, 0, 0),
-            (0, True, 0x02, 0, 0), (0, False, 0x18, 1, 2), (0, True, 0x02, 3, 0)]
+@pytest.mark.parametrize("spec,blocks,client,isn", [
+    # data first (no handshake seen), then the pool's SYN-ACK and a retransmitted SYN in a
+    # later block: the streams exist already, so the SYNs start the side that has no start
+    ([(0, True, 0x18, 1, 1), (0, True, 0x18, 2, 5), (0, False, 0x12, 0, 0),
+      (0, True, 0x02, 0, 0), (0, False, 0x18, 1, 2), (0, True, 0x02, 3, 0)], (1, 2, 3, 6), 0,
+     [1200, 50_000]),
+    # SYN-ACKs and SYNs retransmitted with other numbers, all before any data in one block:
+    # the last of each side is its ISN; a SYN-ACK came first, so the other side is the client
+    ([(0, False, 0x12, 0, 0), (0, False, 0x12, 2, 0), (0, True, 0x02, 0, 0),
+      (0, True, 0x02, 3, 0), (0, True, 0x18, 1, 1), (0, False, 0x18, 1, 2)], (1, 4, 5, 6), 1,
+     [50_041, 1200]),
+], ids=["syn_after_data", "retransmitted_syns"])
+def test_syns_in_any_block_give_the_per_packet_client_and_isns(tmp_path, catalogue, spec, blocks,
+                                                                client, isn):
     path = _capture(tmp_path, spec)
-    for block in (1, 2, 3, 6):
+    for block in blocks:
         fast = _run(path, block, catalogue, True)
         assert fast == _run(path, block, catalogue, False)
     flow = fast[0][-1][0]
-    assert flow[1] == 0 and flow[2] is True          # client: side 0; a SYN was seen
-    assert flow[3] == [1200, 50_000]                  # each side's last SYN: its ISN
-
-
-def test_each_sides_last_syn_sets_its_isn_first_starts_its_stream(tmp_path, catalogue):
-    """SYN-ACKs and SYNs retransmitted with other sequence numbers, all before any data in
-    one block: the last of each side is its ISN, as packet by packet."""
-    spec = [(0, False, 0x12, 0, 0), (0, False, 0x12, 2, 0), (0, True, 0x02, 0, 0),
-            (0, True, 0x02, 3, 0), (0, True, 0x18, 1, 1), (0, False, 0x18, 1, 2)]
-    path = _capture(tmp_path, spec)
-    for block in (1, 4, 5, 6):
-        fast = _run(path, block, catalogue, True)
-        assert fast == _run(path, block, catalogue, False)
-    flow = fast[0][-1][0]
-    assert flow[1] == 1                               # a SYN-ACK came first: the other side is the client
-    assert flow[3] == [50_041, 1200]
+    assert flow[1] == client and flow[2] is True and flow[3] == isn
 
 
 def _snapshot_of_every_flow(sc: Scanner):
