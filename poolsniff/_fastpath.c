@@ -4,6 +4,7 @@
  *   index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes)
  *       -> (starts: bytes of int64, new_pos)
  *   parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns
+ *   parse_dns(buf) -> None | (is_response, [question names], [(name, type, value)])
  *
  * They compute exactly what the numpy code in poolsniff/batch.py and
  * poolsniff/sources/pcapfile.py computes (that code stays as the fallback and
@@ -16,6 +17,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
 
 /* column order: keep in step with HEADER_COLUMNS in poolsniff/batch.py */
 enum {
@@ -226,6 +228,165 @@ done:
     return out;
 }
 
+/* ---- DNS (the same answers as poolsniff.protocols.parse_dns_py, which stays the reference) */
+
+#define DNS_MAX_NAME 255
+#define DNS_MAX_RRS 64
+
+/* A (possibly compressed) name at *off: a new str (labels lowercased, bytes past ASCII as
+ * U+FFFD, joined by '.'), *off moved past it; NULL with no exception when it is malformed
+ * (*off then unchanged in meaning: the caller stops). */
+static PyObject *dns_name(const uint8_t *b, Py_ssize_t n, Py_ssize_t *poff) {
+    char out[DNS_MAX_NAME * 3 + 64];
+    Py_ssize_t o = 0, off = *poff, end = -1;
+    int jumps = 0, total = 0, first = 1;
+    for (;;) {
+        if (off >= n)
+            return NULL;
+        uint8_t ln = b[off];
+        if (ln == 0) {
+            off += 1;
+            break;
+        }
+        if ((ln & 0xC0) == 0xC0) {
+            if (off + 1 >= n)
+                return NULL;
+            Py_ssize_t ptr = ((Py_ssize_t)(ln & 0x3F) << 8) | b[off + 1];
+            if (end < 0)
+                end = off + 2;
+            if (ptr >= off || jumps > 16)       /* pointers must point backwards */
+                return NULL;
+            off = ptr;
+            jumps++;
+            continue;
+        }
+        if (ln & 0xC0)
+            return NULL;
+        if (off + 1 + ln > n)
+            return NULL;
+        total += ln + 1;
+        if (total > DNS_MAX_NAME)
+            return NULL;
+        if (!first)
+            out[o++] = '.';
+        first = 0;
+        for (int i = 0; i < ln; i++) {
+            uint8_t c = b[off + 1 + i];
+            if (c >= 0x80) {                    /* decode("ascii", "replace") */
+                out[o++] = (char)0xEF;
+                out[o++] = (char)0xBF;
+                out[o++] = (char)0xBD;
+            } else {
+                out[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+            }
+        }
+        off += 1 + ln;
+    }
+    *poff = end >= 0 ? end : off;
+    return PyUnicode_DecodeUTF8(out, o, "strict");
+}
+
+static PyObject *parse_dns(PyObject *self, PyObject *args) {
+    Py_buffer v;
+    if (!PyArg_ParseTuple(args, "y*", &v))
+        return NULL;
+    const uint8_t *b = (const uint8_t *)v.buf;
+    Py_ssize_t n = v.len;
+    PyObject *qnames = NULL, *answers = NULL, *out = NULL;
+    if (n < 12)
+        goto none;
+    unsigned flags = rd16(b + 2), qd = rd16(b + 4), an = rd16(b + 6);
+    if ((flags & 0x7800) || qd > 4 || an > 256)
+        goto none;                              /* an opcode other than QUERY, or not DNS */
+    qnames = PyList_New(0);
+    answers = PyList_New(0);
+    if (qnames == NULL || answers == NULL)
+        goto fail;
+    Py_ssize_t off = 12;
+    for (unsigned i = 0; i < qd; i++) {
+        PyObject *name = dns_name(b, n, &off);
+        if (name == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            goto none;
+        }
+        if (off + 4 > n) {
+            Py_DECREF(name);
+            goto none;
+        }
+        int r = PyList_Append(qnames, name);
+        Py_DECREF(name);
+        if (r < 0)
+            goto fail;
+        off += 4;
+    }
+    unsigned rrs = an < DNS_MAX_RRS ? an : DNS_MAX_RRS;
+    for (unsigned i = 0; i < rrs; i++) {
+        PyObject *name = dns_name(b, n, &off);
+        if (name == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            break;
+        }
+        if (off + 10 > n) {
+            Py_DECREF(name);
+            break;
+        }
+        unsigned rtype = rd16(b + off), rdlen = rd16(b + off + 8);
+        off += 10;
+        Py_ssize_t rdata = off;
+        off += rdlen;
+        if (off > n) {
+            Py_DECREF(name);
+            break;
+        }
+        PyObject *value = NULL;
+        if ((rtype == 1 && rdlen == 4) || (rtype == 28 && rdlen == 16)) {
+            char text[INET6_ADDRSTRLEN];
+            if (inet_ntop(rtype == 1 ? AF_INET : AF_INET6, b + rdata, text, sizeof text) == NULL) {
+                Py_DECREF(name);
+                PyErr_SetString(PyExc_OSError, "inet_ntop failed");
+                goto fail;
+            }
+            value = PyUnicode_FromString(text);
+        } else if (rtype == 5) {
+            Py_ssize_t t = rdata;
+            value = dns_name(b, n, &t);
+            if (value == NULL && PyErr_Occurred()) {
+                Py_DECREF(name);
+                goto fail;
+            }
+            if (value != NULL && PyUnicode_GET_LENGTH(value) == 0)
+                Py_CLEAR(value);                /* an empty target is no answer */
+        }
+        if (value == NULL) {
+            Py_DECREF(name);
+            if (PyErr_Occurred())
+                goto fail;
+            continue;
+        }
+        PyObject *rr = Py_BuildValue("(NIN)", name, rtype, value);
+        if (rr == NULL || PyList_Append(answers, rr) < 0) {
+            Py_XDECREF(rr);
+            goto fail;
+        }
+        Py_DECREF(rr);
+    }
+    out = Py_BuildValue("(ONN)", (flags & 0x8000) ? Py_True : Py_False, qnames, answers);
+    PyBuffer_Release(&v);
+    return out;
+none:
+    Py_XDECREF(qnames);
+    Py_XDECREF(answers);
+    PyBuffer_Release(&v);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(qnames);
+    Py_XDECREF(answers);
+    PyBuffer_Release(&v);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"index_pcap", index_pcap, METH_VARARGS,
      "index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes) -> (starts, new_pos)\n\n"
@@ -236,6 +397,9 @@ static PyMethodDef methods[] = {
      "parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns\n\n"
      "L2-L4 header fields of every record of a block (see HEADER_COLUMNS in batch.py);\n"
      "a record the batch path does not take has ok = 0 and zeros elsewhere."},
+    {"parse_dns", parse_dns, METH_VARARGS,
+     "parse_dns(buf) -> None | (is_response, [question names], [(name, type, value)])\n\n"
+     "A DNS message as poolsniff.protocols.parse_dns_py reads it (A, AAAA and CNAME answers)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath",

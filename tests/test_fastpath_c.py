@@ -182,3 +182,90 @@ def test_endpoint_hash_is_the_hash_the_columns_carry():
                 dst = blk.buf[int(hd.dst_at[i]):int(hd.dst_at[i]) + int(hd.alen[i])]
                 assert int(hd.ea[i]) == endpoint_hash(src, int(hd.sport[i]))
                 assert int(hd.h[i]) == flow_hash(src, int(hd.sport[i]), dst, int(hd.dport[i]))
+
+
+# -- DNS -------------------------------------------------------------------------------
+def _dns_payloads() -> list[bytes]:
+    """Every UDP port-53/5353 payload of every capture of the suite."""
+    out = []
+    for path in CAPTURES:
+        for blk in CaptureReader(str(path)).blocks(4096):
+            hd = batch.headers_c(blk) if native.fastpath is not None else batch.headers_numpy(blk)
+            udp = np.flatnonzero(hd.ok & ~hd.is_tcp & ((hd.sport == 53) | (hd.dport == 53)
+                                                      | (hd.sport == 5353) | (hd.dport == 5353)))
+            for i in udp.tolist():
+                ps = int(hd.pstart[i])
+                out.append(blk.buf[ps:ps + int(hd.plen[i])])
+    return out
+
+
+DNS_PAYLOADS = _dns_payloads()
+
+
+def _crafted_dns() -> list[bytes]:
+    hdr = struct.pack("!HHHHHH", 7, 0x8180, 1, 3, 0, 0)
+    q = b"\x04Pool\x0aSupportXMR\x03com\x00\x00\x01\x00\x01"
+    cname = b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x05\x02lb\xc0\x11"
+    a = b"\xc0\x31\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xcb\x00\x71\x14"
+    aaaa = b"\xc0\x31\x00\x1c\x00\x01\x00\x00\x00\x3c\x00\x10" + bytes(range(16))
+    good = hdr + q + cname + a + aaaa
+    return [
+        good,
+        hdr[:6] + b"\x00\x02" + hdr[8:] + q + cname + a,                 # count lower than present
+        hdr + b"\x03\xff\xfe\x80\x00\x00\x01\x00\x01",                      # bytes past ASCII in a label
+        hdr + b"\xc0\x0c\x00\x01\x00\x01",                                  # a pointer to itself
+        hdr + b"\xc0\x12\x00\x01\x00\x01\x03abc\x00",                        # a pointer forward
+        hdr + b"\x40abc\x00\x00\x01\x00\x01",                               # label type 0x40
+        hdr + (b"\x3f" + b"a" * 63) * 4 + b"\x00\x00\x01\x00\x01",           # a name past 255
+        hdr + q + b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x01\x00",   # an empty CNAME target
+        hdr + q + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x05\x01\x02\x03\x04\x05",  # A of 5
+        struct.pack("!HHHHHH", 1, 0x0100, 1, 200, 0, 0) + q + a * 200,     # past 64 answers
+        struct.pack("!HHHHHH", 1, 0x2800, 1, 0, 0, 0) + q,                  # opcode UPDATE
+        good[:11], good[:12], good[:20], good[:-3],
+    ]
+
+
+@needs_c
+def test_dns_equal_on_the_suites_messages_and_crafted_ones():
+    from poolsniff.protocols import parse_dns_py
+    fp = native.fastpath
+    assert fp is not None
+    msgs = DNS_PAYLOADS + _crafted_dns()
+    assert len(DNS_PAYLOADS) > 200
+    for m in msgs:
+        assert fp.parse_dns(m) == parse_dns_py(m), m
+    assert sum(fp.parse_dns(m) is not None for m in msgs) > 200
+    c = fp.parse_dns(_crafted_dns()[0])
+    assert c == (True, ["pool.supportxmr.com"], [("pool.supportxmr.com", 5, "lb.supportxmr.com"),
+                                                 ("lb.supportxmr.com", 1, "203.0.113.20"),
+                                                 ("lb.supportxmr.com", 28, "1:203:405:607:809:a0b:c0d:e0f")])
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 8))
+def test_dns_equal_on_damaged_messages(seed, n):
+    from poolsniff.protocols import parse_dns_py
+    rng = random.Random(seed)
+    msgs = DNS_PAYLOADS + _crafted_dns()
+    m = bytearray(rng.choice(msgs))
+    for _ in range(n):
+        if not m:
+            break
+        what = rng.randrange(3)
+        if what == 0:
+            m[rng.randrange(len(m))] = rng.randrange(256)
+        elif what == 1:
+            del m[rng.randrange(len(m)):]
+        else:
+            m[rng.randrange(len(m))] = rng.choice([0xC0, 0x3F, 0x40, 0x80, 0x00, 0xFF])
+    assert native.fastpath.parse_dns(bytes(m)) == parse_dns_py(bytes(m))
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_dns_equal_on_garbage(data):
+    from poolsniff.protocols import parse_dns_py
+    for m in (data, struct.pack("!HHHHHH", 1, 0x8180, 1, 2, 0, 0) + data):
+        assert native.fastpath.parse_dns(m) == parse_dns_py(m)
