@@ -8,6 +8,7 @@ growth.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +143,33 @@ def looks_like_http(data: bytes) -> bool:
     return data.startswith(HTTP_METHODS) or data.startswith(b"HTTP/1.")
 
 
+HEAD_MEMORY_BYTES = 1024      # heads up to this long are remembered (4,096 of them: ~12 MB at most)
+
+
+def _head(raw: bytes) -> tuple[str, dict[str, str]] | None:
+    """An HTTP head: (start line, headers by lowercased name), or None for a bad start line.
+    Short heads are remembered: a miner polling getwork or a pool answering it repeats the
+    same head byte for byte, all day. The headers dict may be shared between messages: read
+    it, never change it."""
+    return _head_remembered(raw) if len(raw) <= HEAD_MEMORY_BYTES else _parse_head(raw)
+
+
+def _parse_head(raw: bytes) -> tuple[str, dict[str, str]] | None:
+    lines = raw.decode("latin-1").split("\r\n")
+    start = lines[0]
+    if not (start.startswith("HTTP/") or start.split(" ", 1)[0].isalpha()):
+        return None
+    headers: dict[str, str] = {}
+    for ln in lines[1:]:
+        k, sep, v = ln.partition(":")
+        if sep:
+            headers[k.strip().lower()] = v.strip()
+    return start, headers
+
+
+_head_remembered = functools.lru_cache(maxsize=4096)(_parse_head)
+
+
 class HttpFramer:
     """Parses pipelined HTTP/1.x messages (Content-Length or chunked bodies)."""
 
@@ -184,18 +212,12 @@ class HttpFramer:
                 self.on_anomaly("http.header_too_long", self.frame, self.ts)
                 self.dead = True
             return False
-        head = bytes(self.buf[:end]).decode("latin-1")
-        lines = head.split("\r\n")
-        start = lines[0]
-        if not (start.startswith("HTTP/") or start.split(" ", 1)[0].isalpha()):
+        parsed = _head(bytes(self.buf[:end]))
+        if parsed is None:
             self.on_anomaly("http.bad_start_line", self.frame, self.ts)
             self.dead = True
             return False
-        headers: dict[str, str] = {}
-        for ln in lines[1:]:
-            k, sep, v = ln.partition(":")
-            if sep:
-                headers[k.strip().lower()] = v.strip()
+        start, headers = parsed
         pos = end + 4
         body = b""
         if headers.get("transfer-encoding", "").lower() == "chunked":

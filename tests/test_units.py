@@ -83,3 +83,20 @@ def test_json_output_survives_what_orjson_refuses():
     doc = {"big": 1 << 70, "k": [1.5, None]}
     assert json.loads(dumps(doc, indent=True)) == doc
     assert json.loads(dumps({1: "a"})) == {"1": "a"}
+
+
+def test_http_heads_remembered_only_when_short_and_parsed_alike():
+    """Repeated short heads (a miner polling getwork) are parsed once; long ones are never
+    remembered (hostile 16 KB heads must not fill memory); either way the same answer."""
+    from poolsniff import framing
+    framing._head_remembered.cache_clear()
+    short = b"POST / HTTP/1.1\r\nHost: Pool.Example:8332\r\nContent-Type: application/json\r\nX-A:b:c"
+    long = short + b"\r\nX-Pad: " + b"p" * framing.HEAD_MEMORY_BYTES
+    for raw in (short, short, long, long, b"\x00bad start\r\nA: b"):
+        assert framing._head(raw) == framing._parse_head(raw)
+    info = framing._head_remembered.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (1, 2, 2)     # short twice, bad once
+    start, headers = framing._head(short)
+    assert start == "POST / HTTP/1.1" and headers == {"host": "Pool.Example:8332",
+                                                      "content-type": "application/json", "x-a": "b:c"}
+    assert framing._head(b"\x00bad start\r\nA: b") is None
