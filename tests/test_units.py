@@ -100,3 +100,12 @@ def test_http_heads_remembered_only_when_short_and_parsed_alike():
     assert start == "POST / HTTP/1.1" and headers == {"host": "Pool.Example:8332",
                                                       "content-type": "application/json", "x-a": "b:c"}
     assert framing._head(b"\x00bad start\r\nA: b") is None
+
+
+def test_malloc_tuning_is_taken_on_glibc_and_harmless_elsewhere():
+    import platform
+
+    from poolsniff.pipeline import pipeline_gc, tune_malloc
+    with pipeline_gc():
+        pass
+    assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
