@@ -109,3 +109,24 @@ def test_malloc_tuning_is_taken_on_glibc_and_harmless_elsewhere():
     with pipeline_gc():
         pass
     assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_flow_record_copy_covers_every_slot():
+    """FlowRecord.copy is spelled out field by field: every slot is copied, containers are new
+    objects with the same content, nothing else is shared that could be changed."""
+    from poolsniff.evidence import FlowRecord
+    rec = FlowRecord("f.pcap")
+    for i, name in enumerate(FlowRecord.__slots__):
+        v = getattr(rec, name)
+        if isinstance(v, list):
+            v.append(("x", i))
+        elif isinstance(v, dict):
+            v[f"k{i}"] = i
+        else:
+            setattr(rec, name, f"v{i}")
+    out = rec.copy()
+    for name in FlowRecord.__slots__:
+        a, b = getattr(rec, name), getattr(out, name)
+        assert a == b, name
+        if isinstance(a, (list, dict)):
+            assert a is not b, name
