@@ -24,6 +24,15 @@ SEEDS = {
     "registry": [b"institutions:\n  - name: A\n    category: university\n    cidrs: [10.0.0.0/8]\n",
                  b"name,category,city,cidr\nA,enterprise,B,10.1.0.0/16\n"],
     "signatures_yaml": [(ROOT / "signatures" / "pools.yaml").read_bytes()[:1500]],
+    # chunks split at 0xff, client and proxy in turn: SOCKS5 with auth, SOCKS4a, CONNECT
+    "proxy": [b"\x05\x02\x00\x02\xff\x05\x02\xff\x01\x01u\x01p\xff\x01\x00\xff\x05\x01\x00\x03\x04pool"
+              b"\x0d\x05\xff\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff{\"id\":1}\n",
+              b"\x04\x01\x0d\x05\x00\x00\x00\x01u\x00pool.example\x00\xff\x00\x5a\x00\x00\x00\x00\x00\x00",
+              b"CONNECT pool.example:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n"],
+    # the same openings as a TCP session through the whole scanner (chunks alternate sides)
+    "pipeline": [b"CONNECT pool.supportxmr.com:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n\xff"
+                 b'{"id":1,"method":"login","params":{"login":"x","agent":"XMRig/6"}}\n\xff'
+                 b'{"id":1,"result":{"job":{"blob":"00","job_id":"1","target":"b88d0600"}}}\n'],
 }
 
 

@@ -64,6 +64,11 @@ def seeds(target: str, d: Path) -> None:
     elif target == "http_websocket":
         files = [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}",
                  b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\xff\x81\x85\x11\x22\x33\x44abcde"]
+    elif target == "proxy":          # chunks split at 0xff, client and proxy in turn
+        files = [b"\x05\x02\x00\x02\xff\x05\x02\xff\x01\x01u\x01p\xff\x01\x00\xff\x05\x01\x00\x03"
+                 b"\x04pool\x0d\x05\xff\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+                 b"\x04\x01\x0d\x05\x00\x00\x00\x01u\x00pool.example\x00\xff\x00\x5a\x00\x00\x00\x00\x00\x00",
+                 b"CONNECT pool.example:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n"]
     elif target == "dns":
         files = [bytes.fromhex("12348180000100010000000004706f6f6c076578616d706c6503636f6d0000010001"
                                "c00c000100010000003c0004cb007101")]
@@ -143,9 +148,19 @@ def main() -> int:
               f"{r['seconds']:>8.1f} s  peak {r['peak_rss_mb']} MB  edges {r['coverage_edges']}")
         if not r["ok"]:
             print(r.get("tail", ""))
-    doc = {"date": time.strftime("%Y-%m-%d"), "python": sys.version.split()[0],
-           "runs_requested": a.runs, "results": results}
-    Path(a.out).write_text(json.dumps(doc, indent=1))
+    # each target's last run: a run of some targets keeps the others' figures
+    out = Path(a.out)
+    try:
+        doc = json.loads(out.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    day = time.strftime("%Y-%m-%d")
+    kept = [r for r in doc.get("results", []) if r.get("target") not in targets]
+    for r in results:
+        r["date"] = day
+    doc.update({"date": day, "python": sys.version.split()[0], "runs_requested": a.runs,
+                "results": sorted(kept + results, key=lambda r: r.get("target", ""))})
+    out.write_text(json.dumps(doc, indent=1))
     return 0 if all(r["ok"] for r in results) else 1
 
 

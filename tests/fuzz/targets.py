@@ -27,6 +27,7 @@ from poolsniff.protocols import client_hello_sni, parse_dns
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader
 from poolsniff.stream import MAX_OOO_BYTES, HalfStream
+from poolsniff.tunnel import CONNECT, MAX_HANDSHAKE, SOCKS4, SOCKS5, ProxyHandshake
 
 _TMP = Path(tempfile.mkdtemp(prefix="poolsniff-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                              else None))
@@ -141,6 +142,21 @@ def json_dialects(data: bytes) -> None:
     assert len(s.pending) <= dialects.MAX_PENDING and len(s.jobs) <= dialects.MAX_JOBS
 
 
+def proxy(data: bytes) -> None:
+    """A proxy's opening, the chunks alternating between client and proxy, for each kind:
+    never raises, buffers stay bounded, an open tunnel names a host."""
+    for kind in (SOCKS5, SOCKS4, CONNECT):
+        p = ProxyHandshake(kind)
+        state = "more"
+        for i, c in enumerate(_chunks(data)):
+            state = p.feed(i % 2 == 0, c, i, float(i))
+            assert all(len(b) <= MAX_HANDSHAKE + len(c) for b in p.buf)
+            if state != "more":
+                break
+        if state == "open":
+            assert p.host is not None and 0 <= p.port <= 65535
+
+
 def dns(data: bytes) -> None:
     parse_dns(data)
 
@@ -204,5 +220,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "scan_pcap": capture, "decode": decode_frame,
     "line_framer": line_framer, "tcp_stream": tcp_stream, "http_websocket": http_websocket,
     "json_dialects": json_dialects, "dns": dns, "tls_client_hello": tls_client_hello,
+    "proxy": proxy,
     "pipeline": pipeline, "signatures_yaml": signatures_yaml, "registry": registry,
 }
