@@ -388,22 +388,23 @@ def _bulk(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> np.ndarray
             sc._closing(f, int(close_bits[g]), float(close_ts[g]))
     want = ((ftcp & TH_SYN) != 0) | (gr.active[gid] & ((plen > 0) | (missing > 0)))
     want |= slow[gid]
-    want &= ~_early_syns(hd, gr, fast, want)
+    want &= ~_early_syns(sc, hd, gr, ftcp, fast & ((ftcp & TH_SYN) != 0) & (plen == 0) & (missing == 0),
+                         want)
     quiet = int(np.count_nonzero(fast & ~want & (missing > 0)))
     if quiet:
         sc.stats.anomaly("capture.snaplen_truncated", quiet)
     return tcp[want]
 
 
-def _early_syns(hd: Headers, gr: _Groups, fast: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """SYNs without payload that come before every other packet Python must see of their
-    flow in this block: their bookkeeping (Scanner._syn) done per flow here, as the
-    per-packet path does it packet by packet (the first such SYN names the client unless
-    it is known; each side's last SYN sets its ISN, its first starts a stream that has no
-    start yet). Returns the packets handled (positions in ``gr.tcp``)."""
+def _early_syns(sc: Scanner, hd: Headers, gr: _Groups, ftcp: np.ndarray, syn_only: np.ndarray,
+                want: np.ndarray) -> np.ndarray:
+    """SYNs without payload (``syn_only``, of fast groups) that come before every other packet
+    Python must see of their flow in this block: booked once per flow and side by
+    Scanner._syn with the side's first and last sequence numbers, which leaves the flow as
+    the per-packet path leaves it (the block's first SYN names the client unless it is
+    known; each side's last SYN sets its ISN, its first starts a stream that has no start
+    yet). Returns the packets handled (positions in ``gr.tcp``)."""
     tcp, gid, side, pos = gr.tcp, gr.gid, gr.side, gr.pos
-    ftcp = hd.flags[tcp]
-    syn_only = fast & ((ftcp & TH_SYN) != 0) & (hd.plen[tcp] == 0) & (hd.missing[tcp] == 0)
     rest = want & ~syn_only
     first_rest = np.full(gr.n, len(tcp), np.int64)
     np.minimum.at(first_rest, gid[rest], pos[rest])
@@ -422,26 +423,17 @@ def _early_syns(hd: Headers, gr: _Groups, fast: np.ndarray, want: np.ndarray) ->
     isn_first[cells] = seq[c_first]
     isn_last[cells] = seq[c_last]
     flows = gr.flows
+    syn = sc._syn
     for g, s0, f0, a0, z0, a1, z1 in zip(
             groups.tolist(), side[at[first]].tolist(), ftcp[at[first]].tolist(),
             isn_first[2 * groups].tolist(), isn_last[2 * groups].tolist(),
             isn_first[2 * groups + 1].tolist(), isn_last[2 * groups + 1].tolist()):
         f = flows[g]
         assert f is not None            # fast groups all have their flow
-        f.syn_seen = True
-        if f.client is None:
-            f.client = s0 if not f0 & TH_ACK else 1 - s0
-        if f.isn is None:
-            f.isn = [None, None]
-        streams = f.streams
-        if a0 >= 0:
-            f.isn[0] = z0
-            if streams is not None:
-                streams[0].syn(a0)
-        if a1 >= 0:
-            f.isn[1] = z1
-            if streams is not None:
-                streams[1].syn(a1)
+        a, z = (a0, a1), (z0, z1)
+        syn(f, s0, f0, a[s0], z[s0])    # the side of the block's first SYN (it names the client)
+        if a[1 - s0] >= 0:
+            syn(f, 1 - s0, f0, a[1 - s0], z[1 - s0])
     return early
 
 

@@ -475,14 +475,16 @@ class Scanner:
             self.winding.append(flow)       # looked at by the next sweep (_wind_down_closed)
 
     @staticmethod
-    def _syn(flow: Flow, side: int, flags: int, seq: int) -> None:
-        """A SYN: who the client is, and where each direction's byte stream starts."""
+    def _syn(flow: Flow, side: int, flags: int, seq: int, last_seq: int | None = None) -> None:
+        """A SYN: who the client is, and where each direction's byte stream starts. The batch
+        path books a side's SYNs of one block at once: ``seq`` of the first (it starts the
+        stream), ``last_seq`` of the last (the ISN)."""
         flow.syn_seen = True
         if flow.client is None:
             flow.client = side if not flags & TH_ACK else 1 - side
         if flow.isn is None:
             flow.isn = [None, None]
-        flow.isn[side] = seq
+        flow.isn[side] = seq if last_seq is None else last_seq
         if flow.streams is not None:
             flow.streams[side].syn(seq)
 
@@ -596,29 +598,28 @@ class Scanner:
         if st == MORE:
             return
         flow.proxy = None
-        if st == FAIL or p is None or p.host is None:
-            hit = self.cat.match(p.host) if p is not None and p.host else None
+        if p is None:
+            self._give_up(flow)
+            return
+        c = flow.client if flow.client is not None else side
+        proxy = f"{ip_str(flow.ips[1 - c])}:{flow.ports[1 - c]}"
+        hit = self.cat.match(p.host) if p.host else None
+        if st == FAIL or p.host is None:
             if hit is not None:
-                assert p is not None and p.host is not None
                 # the proxy refused (or the opening broke off): asking for a pool is still a sign
-                c = flow.client if flow.client is not None else side
                 self._suspect(flow, c, f"asked a {p.kind} proxy for pool host {p.host}",
-                              f"{p.kind} request for {p.host}:{p.port} through proxy "
-                              f"{ip_str(flow.ips[1 - c])}:{flow.ports[1 - c]}, not opened "
-                              f"(signature {hit.pool.id})", p.request_frame)
+                              f"{p.kind} request for {p.host}:{p.port} through proxy {proxy}, "
+                              f"not opened (signature {hit.pool.id})", p.request_frame)
             self._give_up(flow)
             return
         flow.tunnel = (p.kind, p.host, p.port, p.request_frame)
         flow.app = None
         flow.framers = None
         flow.inspected = flow.payload_bytes = 0     # the session inside: a stream of its own
-        rec = self._record(flow)
-        hit = self.cat.match(p.host)
-        c = flow.client if flow.client is not None else side
-        rec.note(f"{p.kind} tunnel to {p.host}:{p.port} through proxy {ip_str(flow.ips[1 - c])}:"
-                 f"{flow.ports[1 - c]}"
-                 + (f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})" if hit else ""),
-                 p.request_frame, ts, TOSERVER)
+        self._record(flow).note(
+            f"{p.kind} tunnel to {p.host}:{p.port} through proxy {proxy}"
+            + (f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})" if hit else ""),
+            p.request_frame, ts, TOSERVER)
         if hit is not None:
             if flow.endpoint is None:
                 flow.endpoint = hit
