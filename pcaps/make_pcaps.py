@@ -26,7 +26,14 @@ from pathlib import Path
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
+from scapy.contrib.geneve import GENEVE
+from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
+from scapy.contrib.mpls import MPLS
 from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.l2 import GRE
+from scapy.layers.ppp import PPP, PPPoE
+from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 from scapy.utils import PcapNgWriter, PcapWriter
 
@@ -621,6 +628,83 @@ def proxied_other(name: str) -> None:
            clean=["10.1.0.44"])
 
 
+# ---------------------------------------------------------------------------------- tunnels
+#: how each miner of tunnels_xmrig.pcap reaches the mirror: (name, wrap(ip packet) -> frame).
+#: Outer tunnel endpoints are 192.0.2.x / 2001:db8:ffff::x; they must never become hosts.
+def _eth():  # noqa: ANN202
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
+
+def _outer4(p, proto_layer):  # noqa: ANN001, ANN202
+    return _eth() / IP(src="192.0.2.1", dst="192.0.2.2") \
+        / proto_layer / p
+
+
+TUNNELS = [
+    ("pppoe", lambda p: _eth() / PPPoE(sessionid=0x2a) / PPP(proto=0x0057 if p.haslayer(IPv6) else 0x0021) / p),
+    ("mpls", lambda p: _eth() / MPLS(label=100, s=0) / MPLS(label=200, s=1) / p),
+    ("vlan_mpls", lambda p: _eth() / Dot1Q(vlan=7) / MPLS(label=300, s=1) / p),
+    ("eompls", lambda p: _eth() / MPLS(label=400, s=1) / Raw(b"\x00\x00\x00\x07") / _eth() / p),
+    ("gre_ip", lambda p: _outer4(p, GRE(proto=0x0800))),
+    ("gre_teb_key", lambda p: _outer4(_eth() / p, GRE(key_present=1, key=77, proto=0x6558))),
+    ("erspan1", lambda p: _outer4(_eth() / p, GRE(proto=0x88BE))),
+    ("erspan2", lambda p: _outer4(_eth() / Dot1Q(vlan=12) / p,
+                                  GRE(seqnum_present=1, seqence_number=9) / ERSPAN_II(session_id=5, vlan=12))),
+    ("erspan3", lambda p: _outer4(_eth() / p, GRE(seqnum_present=1, seqence_number=9, proto=0x22EB)
+                                  / ERSPAN_III(session_id=6, o=1) / ERSPAN_PlatformSpecific())),
+    ("vxlan", lambda p: _outer4(_eth() / p, UDP(sport=51111, dport=4789) / VXLAN(vni=5001))),
+    ("geneve", lambda p: _outer4(_eth() / p, UDP(sport=51112, dport=6081) / GENEVE(vni=6001, proto=0x6558))),
+    ("gtpu", lambda p: _outer4(p, UDP(sport=2152, dport=2152) / GTP_U_Header(teid=0x1234, E=1, next_ex=0x85)
+                               / GTPPDUSessionContainer(type=1, QFI=5))),
+    ("ipip", lambda p: _outer4(p, Raw(b""))),
+    ("gre_over_v6", lambda p: _eth() / IPv6(src="2001:db8:ffff::1", dst="2001:db8:ffff::2") / GRE(proto=0x0800) / p),
+    ("vxlan_in_gre", lambda p: _outer4(IP(src="192.0.2.11", dst="192.0.2.12")
+                                       / UDP(sport=51113, dport=4789) / VXLAN(vni=7) / _eth() / p,
+                                       GRE(proto=0x0800))),
+]
+
+
+def tunnels_xmrig(name: str) -> None:
+    """The same XMRig session behind every tunnel a mirror port or carrier link delivers traffic
+    in (PPPoE, MPLS, EoMPLS, GRE, ERSPAN I/II/III, VXLAN, Geneve, GTP-U, IP-in-IP, GRE over
+    IPv6, VXLAN inside GRE), half of them segmented and reordered; a pool lookup inside VXLAN;
+    and datagrams that only look like tunnels (to be counted, not crash)."""
+    frames = []
+    miners = {}
+    for k, (kind, wrap) in enumerate(TUNNELS):
+        client, pool = f"10.4.0.{10 + k}", f"203.0.113.{120 + k}"
+        f = Flow(client, pool, 50100 + k, 3333, segment=41 if k % 2 else 0, reorder=bool(k % 2))
+        xmrig_session(f, n=3)
+        for q in tcp_packets(f):
+            if kind == "ipip":
+                fr = _eth() / IP(src="192.0.2.1", dst="192.0.2.2", proto=4) / q
+            else:
+                fr = wrap(q)
+            fr.time = q.time
+            frames.append(fr)
+        miners[client] = {"tunnel": kind, "pool": f"{pool}:3333", "client_port": 50100 + k}
+    # a pool lookup, inside VXLAN: the asking host is a suspect
+    qp = IP(src="10.4.0.90", dst="10.4.0.53") / UDP(sport=40090, dport=53) / DNS(id=9, rd=1, qd=DNSQR(qname="pool.supportxmr.com"))
+    dq = _outer4(_eth() / qp, UDP(sport=51114, dport=4789) / VXLAN(vni=5001))
+    dq.time = T0 + 0.5
+    # look-alikes: a datagram to the VXLAN port without the I flag (an ordinary datagram), a
+    # PPTP GRE packet (version 1: skipped), a GTP-U echo (signalling: skipped)
+    odd = [_outer4(Raw(b"\x00" * 16), UDP(sport=40000, dport=4789)),
+           _eth() / IP(src="192.0.2.1", dst="192.0.2.2", proto=47) / Raw(b"\x30\x01\x88\x0b" + b"\x00" * 12),
+           _outer4(Raw(b"\x32\x01\x00\x04\x00\x00\x00\x00\x00\x01\x00\x00"), UDP(sport=2152, dport=2152))]
+    for i, o in enumerate(odd):
+        o.time = T0 + 0.6 + i * 0.01
+    frames += [dq] + odd
+    frames.sort(key=lambda p: float(p.time))
+    w = PcapWriter(str(HERE / name), linktype=1, sync=True)
+    for fr in frames:
+        w.write(fr)
+    w.close()
+    expect(name, miners=miners, suspects=["10.4.0.90"], dialect="xmrig", submitted=3,
+           outer=["192.0.2.1", "192.0.2.2", "192.0.2.11", "192.0.2.12", "2001:db8:ffff::1",
+                  "2001:db8:ffff::2"])
+
+
 # ---------------------------------------------------------------------------------- raw writers
 def _frame(p, link: str) -> bytes:  # noqa: ANN001
     """Bytes of one frame in a link type scapy does not write for us."""
@@ -819,6 +903,7 @@ def main() -> None:
     proxied_xmrig("socks5_xmrig_reordered.pcap", "socks5")
     VARIANT.clear()
     proxied_other("proxies_other.pcap")
+    tunnels_xmrig("tunnels_xmrig.pcap")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(EXPECTED)} captures to {HERE}")
 

@@ -111,6 +111,143 @@ static int as_i64(Py_buffer *v, Py_ssize_t n, const char *what) {
     return 0;
 }
 
+#define MAX_ENCAP 4          /* tunnels opened per record (decode.MAX_ENCAP) */
+#define IS_VLAN(e) ((e) == 0x8100 || (e) == 0x88A8 || (e) == 0x9100 || (e) == 0x9200)
+
+/* The IP header after an EtherType at et_at (payload at off, captured bytes end at end):
+ * up to two VLAN tags, then IPv4/IPv6, a PPPoE session or an MPLS label stack (IP after
+ * it, or a control word and an Ethernet frame). *want: the IP version the link layer
+ * announces (0: the header's own version nibble decides, as decode.py does). -1: the
+ * per-packet decoder takes the record (it decodes or counts what this does not take). */
+static int64_t ether_ip(const uint8_t *a, int64_t et_at, int64_t off, int64_t end, int *want,
+                        int nested) {
+    if (off > end)
+        return -1;
+    uint32_t et = rd16(a + et_at);
+    for (int t = 0; t < 2; t++) {
+        if (IS_VLAN(et) && off + 4 <= end) {
+            et = rd16(a + off + 2);
+            off += 4;
+        }
+    }
+    if (et == 0x0800 || et == 0x86DD) {
+        *want = et == 0x0800 ? 4 : 6;
+        return off;
+    }
+    if (et == 0x8864) {                                /* PPPoE session */
+        if (off + 8 > end || a[off] != 0x11 || a[off + 1] != 0)
+            return -1;
+        uint32_t ppp = rd16(a + off + 6);
+        if (ppp != 0x0021 && ppp != 0x0057)
+            return -1;
+        *want = ppp == 0x0021 ? 4 : 6;
+        return off + 8;
+    }
+    if ((et == 0x8847 || et == 0x8848) && !nested) {   /* MPLS */
+        int k;
+        for (k = 0; k < 8; k++) {
+            if (off + 4 > end)
+                return -1;
+            int bottom = a[off + 2] & 1;
+            off += 4;
+            if (bottom)
+                break;
+        }
+        if (k == 8 || off + 1 > end)
+            return -1;
+        int nib = a[off] >> 4;
+        if (nib == 4 || nib == 6) {
+            *want = 0;
+            return off;
+        }
+        if (nib == 0 && off + 18 <= end)               /* control word + Ethernet (EoMPLS) */
+            return ether_ip(a, off + 16, off + 18, end, want, 1);
+    }
+    return -1;
+}
+
+/* An IP header right at `at` inside a tunnel: its version nibble decides (-1: not IP). */
+static int64_t raw_ip(const uint8_t *a, int64_t at, int64_t end, int *want) {
+    if (at + 1 > end || ((a[at] >> 4) != 4 && (a[at] >> 4) != 6))
+        return -1;
+    *want = 0;
+    return at;
+}
+
+static int64_t tunnel_ether(const uint8_t *a, int64_t at, int64_t end, int *want) {
+    if (at + 14 > end)
+        return -1;
+    return ether_ip(a, at + 12, at + 14, end, want, 0);
+}
+
+/* GRE at l4 (decode._gre): the inner IP header, or -1 */
+static int64_t gre_inner(const uint8_t *a, int64_t l4, int64_t end, int *want) {
+    if (l4 + 4 > end)
+        return -1;
+    uint32_t fl = rd16(a + l4), pt = rd16(a + l4 + 2);
+    if ((fl & 0x4007) || (fl & 0x0F00))
+        return -1;
+    int64_t st = l4 + 4 + 4 * ((fl & 0x8000 ? 1 : 0) + (fl & 0x2000 ? 1 : 0) + (fl & 0x1000 ? 1 : 0));
+    if (pt == 0x0800 || pt == 0x86DD)
+        return raw_ip(a, st, end, want);
+    if (pt == 0x6558)
+        return tunnel_ether(a, st, end, want);
+    if (pt == 0x88BE)                                  /* ERSPAN I (no sequence) / II */
+        return tunnel_ether(a, st + (fl & 0x1000 ? 8 : 0), end, want);
+    if (pt == 0x22EB) {                                /* ERSPAN III */
+        if (st + 12 > end || ((a[st + 10] >> 2) & 0x1F) != 0)
+            return -1;
+        return tunnel_ether(a, st + 12 + (a[st + 11] & 1 ? 8 : 0), end, want);
+    }
+    return -1;
+}
+
+/* A UDP payload at `at` to a tunnel port (decode._udp_tunnel): the inner IP header (>= 0),
+ * -1 (a tunnel this does not open: the decoder's), -2 (not a tunnel header: an ordinary
+ * datagram) */
+static int64_t udp_inner(const uint8_t *a, uint32_t sport, uint32_t dport, int64_t at,
+                         int64_t end, int *want) {
+    if (dport == 4789) {                               /* VXLAN */
+        if (at + 8 > end || !(a[at] & 0x08))
+            return -2;
+        return tunnel_ether(a, at + 8, end, want);
+    }
+    if (dport == 6081) {                               /* Geneve */
+        if (at + 8 > end || (a[at] >> 6) != 0)
+            return -2;
+        int64_t st = at + 8 + (int64_t)(a[at] & 0x3F) * 4;
+        uint32_t pt = rd16(a + at + 2);
+        if (pt == 0x6558)
+            return tunnel_ether(a, st, end, want);
+        if (pt == 0x0800 || pt == 0x86DD)
+            return raw_ip(a, st, end, want);
+        return -1;
+    }
+    if (dport != 2152 && sport != 2152)
+        return -2;
+    /* GTP-U: version 1, protocol type GTP, G-PDU */
+    if (at + 8 > end || (a[at] >> 5) != 1 || !(a[at] & 0x10))
+        return -2;
+    if (a[at + 1] != 0xFF)
+        return -1;
+    int64_t st = at + 8;
+    if (a[at] & 0x07) {
+        if (st + 4 > end)
+            return -1;
+        int nxt = a[st + 3];
+        st += 4;
+        for (int hops = 0; nxt; hops++) {
+            if (st + 4 > end || a[st] == 0 || hops >= 8)
+                return -1;
+            st += (int64_t)a[st] * 4;
+            if (st > end)
+                return -1;
+            nxt = a[st - 1];
+        }
+    }
+    return raw_ip(a, st, end, want);
+}
+
 static PyObject *parse_headers(PyObject *self, PyObject *args) {
     Py_buffer b, vo, vi, vl;
     if (!PyArg_ParseTuple(args, "y*y*y*y*", &b, &vo, &vi, &vl))
@@ -140,84 +277,103 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
         int64_t cap_end = base + len;
         if (cap_end > L)
             cap_end = L;
-        int eth = lt == 1;
-        int raw = lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229;
-        if (!eth && !raw)
-            continue;
-        int64_t ip = eth ? base + 14 : base;
-        uint32_t et = 0;
-        if (eth) {
+        int want = 0;
+        int64_t ip;
+        if (lt == 1) {
             if (base + 14 > cap_end)
                 continue;
-            et = rd16(a + base + 12);
-            for (int t = 0; t < 2; t++) {      /* up to two VLAN tags (QinQ) */
-                if ((et == 0x8100 || et == 0x88A8 || et == 0x9100 || et == 0x9200) && ip + 4 <= cap_end) {
-                    et = rd16(a + ip + 2);
-                    ip += 4;
+            ip = ether_ip(a, base + 12, base + 14, cap_end, &want, 0);
+        } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
+            ip = base;
+        } else {
+            continue;
+        }
+        /* the packet, or the packet inside each tunnel in turn (bound: where the carrier ends) */
+        int64_t bound = cap_end;
+        for (int depth = 0;; depth++) {
+            if (ip < 0 || ip + 20 > bound)
+                goto next;
+            const uint8_t *h = a + ip;
+            int ver = h[0] >> 4;
+            int v4 = ver == 4 && (want == 0 || want == 4);
+            int v6 = ver == 6 && (want == 0 || want == 6) && ip + 40 <= bound;
+            int64_t ihl = (int64_t)(h[0] & 15) * 4;
+            int64_t tot = rd16(h + 2);
+            if (v4 && !(ihl >= 20 && ip + ihl <= bound && (rd16(h + 6) & 0x3FFF) == 0
+                        && (tot == 0 || tot >= ihl)))
+                v4 = 0;
+            if (!v4 && !v6)
+                goto next;
+            int proto = v6 ? h[6] : h[9];
+            int64_t declared;
+            if (v6) {
+                int64_t plen6 = rd16(h + 4);
+                declared = plen6 > 0 ? ip + 40 + plen6 : bound;
+            } else {
+                declared = tot >= ihl ? ip + tot : bound;
+            }
+            int64_t end = declared < bound ? declared : bound;
+            int64_t l4 = ip + (v6 ? 40 : ihl);
+            if (proto == 4 || proto == 41 || proto == 47) {
+                if (depth >= MAX_ENCAP)
+                    goto next;
+                ip = proto == 47 ? gre_inner(a, l4, end, &want) : l4;
+                if (proto != 47)
+                    want = 0;
+                bound = end;
+                continue;
+            }
+            if (proto != 6 && proto != 17)
+                goto next;
+            int tcp = proto == 6;
+            int64_t doff = 0;
+            if (tcp) {
+                if (l4 + 20 > end)
+                    goto next;
+                doff = (int64_t)(a[l4 + 12] >> 4) * 4;
+                if (doff < 20 || l4 + doff > end)
+                    goto next;
+            } else if (l4 + 8 > end) {
+                goto next;
+            }
+            uint32_t sport = rd16(a + l4), dport = rd16(a + l4 + 2);
+            if (!tcp && (dport == 4789 || dport == 6081 || dport == 2152 || sport == 2152)) {
+                int64_t inner = udp_inner(a, sport, dport, l4 + 8, end, &want);
+                if (inner != -2) {
+                    if (depth >= MAX_ENCAP)
+                        goto next;
+                    ip = inner;
+                    bound = end;
+                    continue;
                 }
             }
+            int64_t src_at = v6 ? ip + 8 : ip + 12, dst_at = v6 ? ip + 24 : ip + 16;
+            int64_t pstart = l4 + (tcp ? doff : 8);
+            int64_t plen = end - pstart;
+            COL(C_OK) = 1;
+            COL(C_V6) = v6;
+            COL(C_TCP) = tcp;
+            COL(C_ALEN) = v6 ? 16 : 4;
+            COL(C_SRC_AT) = src_at;
+            COL(C_DST_AT) = dst_at;
+            COL(C_SPORT) = sport;
+            COL(C_DPORT) = dport;
+            COL(C_PSTART) = pstart;
+            COL(C_PLEN) = plen > 0 ? plen : 0;
+            COL(C_WIRELEN) = declared - ip;
+            uint64_t ea = fold(a + src_at, v6) * K3 ^ sport;
+            uint64_t eb = fold(a + dst_at, v6) * K3 ^ dport;
+            uint64_t lo = ea < eb ? ea : eb, hi = ea < eb ? eb : ea;
+            COL(C_EA) = (int64_t)ea;
+            COL(C_H) = (int64_t)(lo * K1 ^ hi * K2);
+            if (tcp) {
+                COL(C_MISSING) = declared - end;
+                COL(C_FLAGS) = a[l4 + 13];
+                COL(C_SEQ) = rd32(a + l4 + 4);
+            }
+            break;
         }
-        if (ip + 20 > cap_end)
-            continue;
-        const uint8_t *h = a + ip;
-        int ver = h[0] >> 4;
-        int v4 = ver == 4 && ((eth && et == 0x0800) || raw);
-        int v6 = ver == 6 && ((eth && et == 0x86DD) || raw) && ip + 40 <= cap_end;
-        int64_t ihl = (int64_t)(h[0] & 15) * 4;
-        int64_t tot = rd16(h + 2);
-        if (v4 && !(ihl >= 20 && ip + ihl <= cap_end && (rd16(h + 6) & 0x3FFF) == 0
-                    && (tot == 0 || tot >= ihl)))
-            v4 = 0;
-        if (!v4 && !v6)
-            continue;
-        int proto = v6 ? h[6] : h[9];
-        if (proto != 6 && proto != 17)
-            continue;
-        int64_t declared;
-        if (v6) {
-            int64_t plen6 = rd16(h + 4);
-            declared = plen6 > 0 ? ip + 40 + plen6 : cap_end;
-        } else {
-            declared = tot >= ihl ? ip + tot : cap_end;
-        }
-        int64_t end = declared < cap_end ? declared : cap_end;
-        int64_t l4 = ip + (v6 ? 40 : ihl);
-        int tcp = proto == 6;
-        int64_t doff = 0;
-        if (tcp) {
-            if (l4 + 20 > end)
-                continue;
-            doff = (int64_t)(a[l4 + 12] >> 4) * 4;
-            if (doff < 20 || l4 + doff > end)
-                continue;
-        } else if (l4 + 8 > end) {
-            continue;
-        }
-        int64_t src_at = v6 ? ip + 8 : ip + 12, dst_at = v6 ? ip + 24 : ip + 16;
-        uint32_t sport = rd16(a + l4), dport = rd16(a + l4 + 2);
-        int64_t pstart = l4 + (tcp ? doff : 8);
-        int64_t plen = end - pstart;
-        COL(C_OK) = 1;
-        COL(C_V6) = v6;
-        COL(C_TCP) = tcp;
-        COL(C_ALEN) = v6 ? 16 : 4;
-        COL(C_SRC_AT) = src_at;
-        COL(C_DST_AT) = dst_at;
-        COL(C_SPORT) = sport;
-        COL(C_DPORT) = dport;
-        COL(C_PSTART) = pstart;
-        COL(C_PLEN) = plen > 0 ? plen : 0;
-        COL(C_WIRELEN) = declared - ip;
-        uint64_t ea = fold(a + src_at, v6) * K3 ^ sport;
-        uint64_t eb = fold(a + dst_at, v6) * K3 ^ dport;
-        uint64_t lo = ea < eb ? ea : eb, hi = ea < eb ? eb : ea;
-        COL(C_EA) = (int64_t)ea;
-        COL(C_H) = (int64_t)(lo * K1 ^ hi * K2);
-        if (tcp) {
-            COL(C_MISSING) = declared - end;
-            COL(C_FLAGS) = a[l4 + 13];
-            COL(C_SEQ) = rd32(a + l4 + 4);
-        }
+    next:;
     }
 #undef COL
 done:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolsniff import native
+from poolsniff.decode import UDP_GENEVE, UDP_GTPU, UDP_VXLAN
 from poolsniff.model import Segment
 from poolsniff.pipeline import (HASH_K1, HASH_K2, HASH_K3, TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats,
                                 gc_between_batches)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from poolsniff.pipeline import Scanner
 
 _VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
+_UDP_TUNNEL_PORTS = np.array([UDP_VXLAN, UDP_GENEVE, UDP_GTPU])
 _K1 = np.uint64(HASH_K1)
 _K2 = np.uint64(HASH_K2)
 _K3 = np.uint64(HASH_K3)
@@ -175,6 +177,8 @@ def headers_numpy(blk: RecordBlock) -> Headers:
     is_tcp = proto == 6
     doff = (_u8(a, l4 + 12) >> 4).astype(np.int64) * 4
     ok &= np.where(is_tcp, (l4 + 20 <= end) & (doff >= 20) & (l4 + doff <= end), l4 + 8 <= end)
+    # tunnels (VXLAN, Geneve, GTP-U) are opened by the per-packet decoder
+    ok &= is_tcp | ~(np.isin(_be16(a, l4 + 2), _UDP_TUNNEL_PORTS) | (_be16(a, l4) == UDP_GTPU))
     v6 &= ok
     is_tcp &= ok
     src_at = np.where(v6, ip + 8, ip + 12)

@@ -1,9 +1,15 @@
 """L2-L4 decoding with ``struct``: link layer, IPv4/IPv6, TCP/UDP.
 
-Link types: Ethernet (with 802.1Q/802.1ad/QinQ tags), Linux SLL and SLL2, raw
-IPv4/IPv6 (DLT_RAW 12/14/101, LINKTYPE_IPV4/IPV6 228/229), BSD loopback (NULL 0
-and LOOP 108). Packets we cannot decode return ``None`` and bump a counter in
-``DecodeStats``; nothing here raises on packet content.
+Link types: Ethernet (with 802.1Q/802.1ad/QinQ tags, MPLS label stacks, PPPoE
+sessions), Linux SLL and SLL2, raw IPv4/IPv6 (DLT_RAW 12/14/101, LINKTYPE_IPV4/IPV6
+228/229), BSD loopback (NULL 0 and LOOP 108). Tunnels are opened to the packet inside:
+GRE (with Ethernet, IP, or ERSPAN types I/II/III mirror traffic inside), VXLAN, Geneve,
+GTP-U, IP-in-IP and IPv6-in-IPv4; flows are the inner packets' flows. Packets we cannot
+decode return ``None`` and bump a counter in ``DecodeStats``; nothing here raises on
+packet content.
+
+This module is the reference decoder: the batch path's header pass (C, or numpy without
+a compiler) takes the common shapes itself and hands every other record here.
 """
 
 from __future__ import annotations
@@ -55,6 +61,88 @@ class DecodeStats:
 #: link types with an EtherType: (offset of the EtherType, offset of the payload)
 _ETHERTYPE_AT = {LINK_ETHERNET: (12, 14), LINK_SLL: (14, 16), LINK_SLL2: (0, 20)}
 
+ETH_MPLS = (0x8847, 0x8848)         # MPLS unicast / multicast label stacks
+ETH_PPPOE = 0x8864                  # PPPoE session stage (broadband access networks)
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+MAX_MPLS_LABELS = 8
+MAX_VLAN_TAGS = 4
+
+# Tunnels opened to reach the packet inside (mirror ports deliver traffic in them: ERSPAN and
+# VXLAN remote mirroring; GTP-U and GRE on carrier links). A packet inside more than
+# MAX_ENCAP tunnels is skipped (counted).
+MAX_ENCAP = 4
+IPPROTO_IPIP = 4
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+GRE_TEB = 0x6558                    # transparent Ethernet bridging (Ethernet inside)
+GRE_ERSPAN_2 = 0x88BE               # ERSPAN type I (no sequence number) and II
+GRE_ERSPAN_3 = 0x22EB
+UDP_VXLAN = 4789
+UDP_GENEVE = 6081
+UDP_GTPU = 2152
+#: what a tunnel header says comes next: Ethernet or an IP header
+INNER_ETHER = 1
+INNER_IP = 2
+
+
+def ether_to_ip(buf: bytes, etype_off: int, off: int, end: int, stats: DecodeStats,
+                nested: bool = False) -> int | None:
+    """The offset of the IP header after an EtherType at ``etype_off`` (payload at ``off``):
+    802.1Q/802.1ad tags, an MPLS label stack and a PPPoE session header are passed over
+    (``nested``: inside Ethernet over MPLS already, where another label stack is refused)."""
+    if end < off:
+        stats.skip("link.short")
+        return None
+    etype = _H.unpack_from(buf, etype_off)[0]
+    tags = 0
+    while etype in ETH_VLAN:                  # 802.1Q / 802.1ad / QinQ tags
+        if end < off + 4 or tags >= MAX_VLAN_TAGS:
+            stats.skip("link.vlan_short")
+            return None
+        etype = _H.unpack_from(buf, off + 2)[0]
+        off += 4
+        tags += 1
+    if etype == ETH_PPPOE:
+        if end < off + 8 or buf[off] != 0x11 or buf[off + 1] != 0:
+            stats.skip("link.pppoe_bad")
+            return None
+        ppp = _H.unpack_from(buf, off + 6)[0]
+        if ppp not in (PPP_IPV4, PPP_IPV6):
+            stats.skip("link.not_ip")          # LCP, IPCP, ...: the session's control traffic
+            return None
+        return off + 8
+    if etype in ETH_MPLS:
+        if nested:
+            stats.skip("link.mpls_deep")
+            return None
+        for _ in range(MAX_MPLS_LABELS):
+            if end < off + 4:
+                stats.skip("link.mpls_short")
+                return None
+            bottom = buf[off + 2] & 1
+            off += 4
+            if bottom:
+                break
+        else:
+            stats.skip("link.mpls_deep")
+            return None
+        if end < off + 1:
+            stats.skip("link.mpls_short")
+            return None
+        nib = buf[off] >> 4
+        if nib in (4, 6):
+            return off
+        if nib == 0 and end >= off + 4 + 14:
+            # a pseudowire control word, then an Ethernet frame (Ethernet over MPLS)
+            return ether_to_ip(buf, off + 4 + 12, off + 4 + 14, end, stats, nested=True)
+        stats.skip("link.mpls_unknown_payload")
+        return None
+    if etype == ETH_IPV4 or etype == ETH_IPV6:
+        return off
+    stats.skip("link.not_ip")
+    return None
+
 
 def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int] | None:
     """Return (offset of the IP header, IP version hint 4/6/0) for a frame."""
@@ -64,21 +152,8 @@ def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int]
         if len(buf) < off:
             stats.skip("link.short")
             return None
-        etype = _H.unpack_from(buf, etype_off)[0]
-        tags = 0
-        while etype in ETH_VLAN:                  # 802.1Q / 802.1ad / QinQ tags
-            if len(buf) < off + 4 or tags >= 4:
-                stats.skip("link.vlan_short")
-                return None
-            etype = _H.unpack_from(buf, off + 2)[0]
-            off += 4
-            tags += 1
-        if etype == ETH_IPV4:
-            return off, 4
-        if etype == ETH_IPV6:
-            return off, 6
-        stats.skip("link.not_ip")
-        return None
+        ip = ether_to_ip(buf, etype_off, off, len(buf), stats)
+        return None if ip is None else (ip, 0)
     if linktype in LINK_RAW or linktype == LINK_IPV4 or linktype == LINK_IPV6:
         return 0, 0
     if linktype == LINK_NULL or linktype == LINK_LOOP:
@@ -100,29 +175,44 @@ def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int]
 
 
 def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats) -> Segment | None:
-    """Decode one frame into a TCP/UDP ``Segment``, or count why not."""
+    """Decode one frame into a TCP/UDP ``Segment`` (of the innermost packet, when tunnels
+    carry it), or count why not."""
     stats.packets += 1
     loc = link_to_ip(linktype, buf, stats)
     if loc is None:
         return None
-    off, _hint = loc
-    if len(buf) < off + 20:
+    off = loc[0]
+    bound = len(buf)                        # an inner packet ends where its carrier does
+    for _depth in range(MAX_ENCAP + 1):
+        seg_or_inner = _ip(frame, ts, buf, off, bound, stats)
+        if not isinstance(seg_or_inner, tuple):
+            return seg_or_inner
+        off, bound = seg_or_inner
+    stats.skip("tunnel.too_deep")
+    return None
+
+
+def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
+        stats: DecodeStats) -> Segment | tuple[int, int] | None:
+    """The IP packet at ``off`` (captured bytes end at ``bound``): a Segment, None (counted),
+    or (offset, bound) of the IP packet a tunnel in it carries."""
+    if bound < off + 20:
         stats.skip("ip.short")
         return None
     ver = buf[off] >> 4
     if ver == 4:
         ihl = (buf[off] & 0x0F) * 4
         total = _H.unpack_from(buf, off + 2)[0]
-        if ihl < 20 or len(buf) < off + ihl:
+        if ihl < 20 or bound < off + ihl:
             stats.skip("ip.bad_header_length")
             return None
         if 0 < total < ihl:                                # a total shorter than the header
             stats.skip("ip.bad_total_length")
             return None
-        end = off + total if total >= ihl else len(buf)   # total 0: TSO capture
+        end = off + total if total >= ihl else bound      # total 0: TSO capture
         declared = end
-        if end > len(buf):
-            end = len(buf)                                 # snaplen-truncated packet
+        if end > bound:
+            end = bound                                    # snaplen-truncated packet
         frag = _H.unpack_from(buf, off + 6)[0]
         if frag & 0x3FFF:                                  # MF set or offset > 0
             stats.skip("ip.fragment")
@@ -133,7 +223,7 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
         l4 = off + ihl
         wirelen = declared - off
     elif ver == 6:
-        if len(buf) < off + 40:
+        if bound < off + 40:
             stats.skip("ip.short")
             return None
         plen = _H.unpack_from(buf, off + 4)[0]
@@ -141,10 +231,10 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
         src = buf[off + 8:off + 24]
         dst = buf[off + 24:off + 40]
         l4 = off + 40
-        end = l4 + plen if plen else len(buf)
+        end = l4 + plen if plen else bound
         declared = end
-        if end > len(buf):
-            end = len(buf)
+        if end > bound:
+            end = bound
         hops = 0
         while proto in IPV6_EXT or proto == IPV6_FRAG:
             if l4 + 8 > end or hops > 8:
@@ -184,7 +274,110 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
             stats.skip("udp.short")
             return None
         sport, dport = _HH.unpack_from(buf, l4)
+        if dport in _UDP_TUNNELS or sport == UDP_GTPU:
+            inner = _udp_tunnel(buf, sport, dport, l4 + 8, end, stats)
+            if inner is not False:
+                return None if inner is None else (inner, end)
         stats.decoded += 1
         return Segment(frame, ts, ver, src, dst, 17, sport, dport, 0, 0, buf[l4 + 8:end], wirelen)
+    if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
+        return (l4, end)
+    if proto == IPPROTO_GRE:
+        inner = _gre(buf, l4, end, stats)
+        return None if inner is None else (inner, end)
     stats.skip("l4.other")
     return None
+
+
+_UDP_TUNNELS = (UDP_VXLAN, UDP_GENEVE, UDP_GTPU)
+
+
+def _udp_tunnel(buf: bytes, sport: int, dport: int, at: int, end: int,
+                stats: DecodeStats) -> int | None | bool:
+    """The inner IP header's offset of a VXLAN, Geneve or GTP-U payload at ``at``; None
+    when it is that tunnel but cannot be opened (counted); False when it is not a tunnel
+    header at all (the datagram is then an ordinary one on that port)."""
+    if dport == UDP_VXLAN:
+        if end < at + 8 or not buf[at] & 0x08:             # the I flag: a VNI follows
+            return False
+        return _inner(buf, INNER_ETHER, at + 8, end, stats, "vxlan")
+    if dport == UDP_GENEVE:
+        if end < at + 8 or buf[at] >> 6 != 0:              # version 0
+            return False
+        start = at + 8 + (buf[at] & 0x3F) * 4
+        ptype = _H.unpack_from(buf, at + 2)[0]
+        if ptype == GRE_TEB:
+            return _inner(buf, INNER_ETHER, start, end, stats, "geneve")
+        if ptype in (ETH_IPV4, ETH_IPV6):
+            return _inner(buf, INNER_IP, start, end, stats, "geneve")
+        stats.skip("tunnel.geneve_unsupported")
+        return None
+    # GTP-U (3GPP TS 29.281): version 1, protocol type GTP, message G-PDU carries user IP
+    if end < at + 8 or buf[at] >> 5 != 1 or not buf[at] & 0x10:
+        return False
+    if buf[at + 1] != 0xFF:
+        stats.skip("tunnel.gtpu_signalling")               # echo, error indication, end marker
+        return None
+    start = at + 8
+    if buf[at] & 0x07:                                     # E, S or PN: 4 more bytes
+        if end < start + 4:
+            stats.skip("tunnel.gtpu_short")
+            return None
+        nxt = buf[start + 3]
+        start += 4
+        hops = 0
+        while nxt:                                         # extension headers, 4-byte units
+            if end < start + 4 or buf[start] == 0 or hops >= 8:
+                stats.skip("tunnel.gtpu_short")
+                return None
+            start += buf[start] * 4
+            if end < start:
+                stats.skip("tunnel.gtpu_short")
+                return None
+            nxt = buf[start - 1]
+            hops += 1
+    return _inner(buf, INNER_IP, start, end, stats, "gtpu")
+
+
+def _gre(buf: bytes, at: int, end: int, stats: DecodeStats) -> int | None:
+    """The inner IP header's offset of a GRE packet at ``at`` (RFC 2784/2890; ERSPAN types I,
+    II and III inside), or None (counted)."""
+    if end < at + 4:
+        stats.skip("tunnel.gre_short")
+        return None
+    flags, ptype = _HH.unpack_from(buf, at)
+    if flags & 0x4007 or flags & 0x0F00:
+        stats.skip("tunnel.gre_unsupported")               # source routing, PPTP's version 1
+        return None
+    start = at + 4 + 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+    if ptype in (ETH_IPV4, ETH_IPV6):
+        return _inner(buf, INNER_IP, start, end, stats, "gre")
+    if ptype == GRE_TEB:
+        return _inner(buf, INNER_ETHER, start, end, stats, "gre")
+    if ptype == GRE_ERSPAN_2:
+        # type I has no sequence number and no ERSPAN header; type II has both (8 bytes)
+        return _inner(buf, INNER_ETHER, start + (8 if flags & 0x1000 else 0), end, stats, "erspan")
+    if ptype == GRE_ERSPAN_3:
+        if end < start + 12:
+            stats.skip("tunnel.erspan_short")
+            return None
+        if (buf[start + 10] >> 2) & 0x1F != 0:             # frame type: only Ethernet
+            stats.skip("tunnel.erspan_unsupported")
+            return None
+        extra = 8 if buf[start + 11] & 1 else 0            # O: a platform-specific subheader
+        return _inner(buf, INNER_ETHER, start + 12 + extra, end, stats, "erspan")
+    stats.skip("tunnel.gre_unsupported")
+    return None
+
+
+def _inner(buf: bytes, kind: int, at: int, end: int, stats: DecodeStats, name: str) -> int | None:
+    """Where the IP header of a tunnel's payload at ``at`` starts (Ethernet passed over)."""
+    if kind == INNER_ETHER:
+        if end < at + 14:
+            stats.skip(f"tunnel.{name}_short")
+            return None
+        return ether_to_ip(buf, at + 12, at + 14, end, stats)
+    if end < at + 1 or buf[at] >> 4 not in (4, 6):
+        stats.skip(f"tunnel.{name}_not_ip")
+        return None
+    return at

@@ -15,6 +15,12 @@ from conftest import PCAPS, ROOT
 sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
 from targets import TARGETS  # noqa: E402
 
+def _tunnel_frames() -> list[bytes]:
+    from poolsniff.sources.pcapfile import CaptureReader
+    blk = next(CaptureReader(str(PCAPS / "tunnels_xmrig.pcap")).blocks(4096))
+    return [blk.buf[o:o + n] for o, n in zip(blk.offs.tolist()[::5], blk.incl.tolist()[::5])]
+
+
 SEEDS = {
     "capture_pcap": [p.read_bytes() for p in sorted(PCAPS.glob("*.pcap"))[:6]],
     "capture_pcapng": [p.read_bytes() for p in sorted(PCAPS.glob("*.pcapng"))[:4]],
@@ -29,6 +35,8 @@ SEEDS = {
               b"\x0d\x05\xff\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff{\"id\":1}\n",
               b"\x04\x01\x0d\x05\x00\x00\x00\x01u\x00pool.example\x00\xff\x00\x5a\x00\x00\x00\x00\x00\x00",
               b"CONNECT pool.example:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n"],
+    # a link-type byte (1: Ethernet), then a frame: tunnelled ones (C header pass == decoder)
+    "decode": [b"\x01" + f for f in _tunnel_frames()],
     # the same openings as a TCP session through the whole scanner (chunks alternate sides)
     "pipeline": [b"CONNECT pool.supportxmr.com:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n\xff"
                  b'{"id":1,"method":"login","params":{"login":"x","agent":"XMRig/6"}}\n\xff'

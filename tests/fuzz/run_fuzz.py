@@ -69,6 +69,12 @@ def seeds(target: str, d: Path) -> None:
                  b"\x04pool\x0d\x05\xff\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00",
                  b"\x04\x01\x0d\x05\x00\x00\x00\x01u\x00pool.example\x00\xff\x00\x5a\x00\x00\x00\x00\x00\x00",
                  b"CONNECT pool.example:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n"]
+    elif target == "decode":         # a link-type byte (1: Ethernet), then the frame
+        from poolsniff.sources.pcapfile import CaptureReader
+        for name in ("tunnels_xmrig.pcap", "stratum_btc_spaced_crlf_qinq.pcap", "ethstratum_ipv6.pcap"):
+            for blk in CaptureReader(str(pcaps / name)).blocks(4096):
+                for o, n in zip(blk.offs.tolist()[::7], blk.incl.tolist()[::7]):
+                    files.append(b"\x01" + blk.buf[o:o + n])
     elif target == "dns":
         files = [bytes.fromhex("12348180000100010000000004706f6f6c076578616d706c6503636f6d0000010001"
                                "c00c000100010000003c0004cb007101")]

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from poolsniff import dialects
-from poolsniff.batch import feed_block
+from poolsniff import dialects, native
+from poolsniff.batch import feed_block, headers_c
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.errors import CaptureError, ConfigError
 from poolsniff.framing import MAX_LINE_BYTES, HttpFramer, LineFramer, WebSocketFramer, parse_json
@@ -25,7 +25,7 @@ from poolsniff.model import Segment
 from poolsniff.pipeline import Scanner
 from poolsniff.protocols import client_hello_sni, parse_dns
 from poolsniff.signatures import Catalogue
-from poolsniff.sources.pcapfile import CaptureReader
+from poolsniff.sources.pcapfile import CaptureReader, block_from_packets
 from poolsniff.stream import MAX_OOO_BYTES, HalfStream
 from poolsniff.tunnel import CONNECT, MAX_HANDSHAKE, SOCKS4, SOCKS5, ProxyHandshake
 
@@ -91,8 +91,25 @@ def capture(data: bytes) -> None:
 
 
 def decode_frame(data: bytes) -> None:
+    """The reference decoder never raises; what the C header pass takes of the frame
+    (tunnels included) is what the reference makes of it."""
     lt = LINKTYPES[data[0] % len(LINKTYPES)] if data else 1
-    decode(1, 0.0, lt, data[1:], DecodeStats())
+    frame = data[1:]
+    seg = decode(1, 0.0, lt, frame, DecodeStats())
+    if native.c_engine() is None:
+        return
+    hd = headers_c(block_from_packets([(1, 0.0, lt, frame)]))
+    if not hd.ok[0]:
+        return
+    assert seg is not None, "the C header pass takes a frame the decoder does not"
+    buf = frame
+    ln, sa, da, ps = int(hd.alen[0]), int(hd.src_at[0]), int(hd.dst_at[0]), int(hd.pstart[0])
+    got = (6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 6 if hd.is_tcp[0] else 17,
+           int(hd.sport[0]), int(hd.dport[0]), int(hd.flags[0]), int(hd.seq[0]),
+           buf[ps:ps + int(hd.plen[0])], int(hd.wirelen[0]), int(hd.missing[0]))
+    ref = (seg.version, seg.src, seg.dst, seg.proto, seg.sport, seg.dport, seg.flags, seg.seq,
+           seg.payload, seg.wirelen, seg.missing)
+    assert got == ref, (got, ref)
 
 
 # -- streams -------------------------------------------------------------------------------
