@@ -77,7 +77,8 @@ def one_rate(ns: str, pcap: str, pps: int, loops: int, tmp: Path, cpu_watch: str
     while time.time() - t_end < 300:
         time.sleep(0.5)
         last = _last_stats(alerts)
-        if last and last["packets"] >= last["capture"]["received"] - 16:
+        # libpcap's "received" counts the packets the ring dropped too
+        if last and last["packets"] >= last["capture"]["received"] - last["capture"]["dropped"] - 16:
             drain_s = round(time.time() - t_end, 1)
             break
     peak = rss_kb(w.pid)
