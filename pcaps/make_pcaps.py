@@ -717,6 +717,17 @@ def _frame(p, link: str) -> bytes:  # noqa: ANN001
         return struct.pack("<I", 30 if v6 else 2) + ip
     if link == "raw":
         return ip
+    proto = 0x0057 if v6 else 0x0021
+    if link == "chdlc":          # Cisco HDLC: address, control, EtherType
+        return struct.pack("!BBH", 0x0F, 0x00, 0x86DD if v6 else 0x0800) + ip
+    if link == "chdlc_mpls":     # Cisco HDLC carrying an MPLS label stack (a carrier's WAN link)
+        return struct.pack("!BBH", 0x0F, 0x00, 0x8847) + struct.pack("!II", 16 << 12, (17 << 12) | 0x100 | 64) + ip
+    if link == "ppp":            # PPP in HDLC-like framing (ff 03)
+        return struct.pack("!BBH", 0xFF, 0x03, proto) + ip
+    if link == "ppp_pfc":        # PPP, address/control and protocol field compressed
+        return bytes([proto]) + ip
+    if link == "ppp_ether":      # PPPoE session header without Ethernet (LINKTYPE_PPP_ETHER)
+        return struct.pack("!BBHHH", 0x11, 0x00, 0x0101, len(ip) + 2, proto) + ip
     return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p)
 
 
@@ -766,6 +777,27 @@ def multi_interface(name: str) -> None:
     write_pcapng_multi(name, [(tcp_packets(a), "ether", 1, 6), (tcp_packets(b), "sll2", 276, 9)])
     expect(name, hosts={"10.2.0.10": {"dialect": "xmrig", "coin": "XMR", "accepted": 10},
                         "10.2.0.11": {"dialect": "eth-proxy", "coin": "ETH", "accepted": 0}})
+
+
+def wan_links(name: str) -> None:
+    """One miner per WAN/access link type a router or BRAS capture has: Cisco HDLC (plain and
+    with MPLS), PPP with and without address/control and protocol compression, PPP in
+    HDLC-like framing, PPPoE without Ethernet (IPv6 inside)."""
+    kinds = [("chdlc", 104), ("chdlc_mpls", 104), ("ppp", 9), ("ppp_pfc", 9), ("ppp", 50),
+             ("ppp_ether", 51)]
+    parts, miners = [], {}
+    for k, (link, lt) in enumerate(kinds):
+        v6 = link == "ppp_ether"
+        # 3fff::/20: the IPv6 documentation prefix of RFC 9637 (2001:db8::/32 is a test
+        # registry's data centre)
+        client = f"3fff:5::{10 + k:x}" if v6 else f"10.5.0.{10 + k}"
+        pool = f"3fff:6::{20 + k:x}" if v6 else f"203.0.113.{150 + k}"
+        f = Flow(client, pool, 50200 + k, 3333, v6=v6, segment=53 if k % 2 else 0, reorder=bool(k % 2))
+        xmrig_session(f, n=3)
+        parts.append((tcp_packets(f), link, lt, 6))
+        miners[client] = {"link": f"{link}/{lt}", "pool": f"{pool}:3333" if not v6 else f"[{pool}]:3333"}
+    write_pcapng_multi(name, parts)
+    expect(name, miners=miners, dialect="xmrig", submitted=3)
 
 
 def loopback_and_raw() -> None:
@@ -904,6 +936,7 @@ def main() -> None:
     VARIANT.clear()
     proxied_other("proxies_other.pcap")
     tunnels_xmrig("tunnels_xmrig.pcap")
+    wan_links("wan_links.pcapng")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(EXPECTED)} captures to {HERE}")
 

@@ -279,10 +279,37 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
             cap_end = L;
         int want = 0;
         int64_t ip;
-        if (lt == 1) {
-            if (base + 14 > cap_end)
+        if (lt == 1 || lt == 104) {                    /* Ethernet, Cisco HDLC */
+            int64_t hl = lt == 1 ? 14 : 4;
+            if (base + hl > cap_end)
                 continue;
-            ip = ether_ip(a, base + 12, base + 14, cap_end, &want, 0);
+            ip = ether_ip(a, base + hl - 2, base + hl, cap_end, &want, 0);
+        } else if (lt == 9 || lt == 50) {              /* PPP (decode._ppp) */
+            int64_t p = base;
+            if (p + 2 <= cap_end && a[p] == 0xFF && a[p + 1] == 0x03)
+                p += 2;
+            uint32_t proto;
+            if (p + 1 <= cap_end && (a[p] & 1)) {
+                proto = a[p];
+                p += 1;
+            } else if (p + 2 <= cap_end) {
+                proto = rd16(a + p);
+                p += 2;
+            } else {
+                continue;
+            }
+            if (proto != 0x0021 && proto != 0x0057)
+                continue;
+            want = proto == 0x0021 ? 4 : 6;
+            ip = p;
+        } else if (lt == 51) {                         /* PPPoE without Ethernet */
+            if (base + 8 > cap_end || a[base] != 0x11 || a[base + 1] != 0)
+                continue;
+            uint32_t proto = rd16(a + base + 6);
+            if (proto != 0x0021 && proto != 0x0057)
+                continue;
+            want = proto == 0x0021 ? 4 : 6;
+            ip = base + 8;
         } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
             ip = base;
         } else {

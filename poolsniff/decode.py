@@ -2,7 +2,8 @@
 
 Link types: Ethernet (with 802.1Q/802.1ad/QinQ tags, MPLS label stacks, PPPoE
 sessions), Linux SLL and SLL2, raw IPv4/IPv6 (DLT_RAW 12/14/101, LINKTYPE_IPV4/IPV6
-228/229), BSD loopback (NULL 0 and LOOP 108). Tunnels are opened to the packet inside:
+228/229), BSD loopback (NULL 0 and LOOP 108), Cisco HDLC (104), PPP (9, 50) and PPPoE
+without Ethernet (51). Tunnels are opened to the packet inside:
 GRE (with Ethernet, IP, or ERSPAN types I/II/III mirror traffic inside), VXLAN, Geneve,
 GTP-U, IP-in-IP and IPv6-in-IPv4; flows are the inner packets' flows. Packets we cannot
 decode return ``None`` and bump a counter in ``DecodeStats``; nothing here raises on
@@ -31,6 +32,9 @@ LINK_IPV4 = 228
 LINK_IPV6 = 229
 LINK_SLL = 113
 LINK_SLL2 = 276
+LINK_C_HDLC = 104               # Cisco HDLC (router and WAN captures): an EtherType at 2
+LINK_PPP = (9, 50)              # PPP, PPP in HDLC-like framing
+LINK_PPP_ETHER = 51             # a PPPoE session header, then PPP
 
 IPV6_EXT = (0, 43, 60, 51)  # hop-by-hop, routing, destination options, AH
 IPV6_FRAG = 44
@@ -59,7 +63,8 @@ class DecodeStats:
 
 
 #: link types with an EtherType: (offset of the EtherType, offset of the payload)
-_ETHERTYPE_AT = {LINK_ETHERNET: (12, 14), LINK_SLL: (14, 16), LINK_SLL2: (0, 20)}
+_ETHERTYPE_AT = {LINK_ETHERNET: (12, 14), LINK_SLL: (14, 16), LINK_SLL2: (0, 20),
+                 LINK_C_HDLC: (2, 4)}
 
 ETH_MPLS = (0x8847, 0x8848)         # MPLS unicast / multicast label stacks
 ETH_PPPOE = 0x8864                  # PPPoE session stage (broadband access networks)
@@ -104,14 +109,7 @@ def ether_to_ip(buf: bytes, etype_off: int, off: int, end: int, stats: DecodeSta
         off += 4
         tags += 1
     if etype == ETH_PPPOE:
-        if end < off + 8 or buf[off] != 0x11 or buf[off + 1] != 0:
-            stats.skip("link.pppoe_bad")
-            return None
-        ppp = _H.unpack_from(buf, off + 6)[0]
-        if ppp not in (PPP_IPV4, PPP_IPV6):
-            stats.skip("link.not_ip")          # LCP, IPCP, ...: the session's control traffic
-            return None
-        return off + 8
+        return _pppoe(buf, off, end, stats)
     if etype in ETH_MPLS:
         if nested:
             stats.skip("link.mpls_deep")
@@ -144,6 +142,38 @@ def ether_to_ip(buf: bytes, etype_off: int, off: int, end: int, stats: DecodeSta
     return None
 
 
+def _pppoe(buf: bytes, off: int, end: int, stats: DecodeStats) -> int | None:
+    """A PPPoE session header at ``off`` (RFC 2516), then a PPP protocol number."""
+    if end < off + 8 or buf[off] != 0x11 or buf[off + 1] != 0:
+        stats.skip("link.pppoe_bad")
+        return None
+    ppp = _H.unpack_from(buf, off + 6)[0]
+    if ppp not in (PPP_IPV4, PPP_IPV6):
+        stats.skip("link.not_ip")          # LCP, IPCP, ...: the session's control traffic
+        return None
+    return off + 8
+
+
+def _ppp(buf: bytes, stats: DecodeStats) -> int | None:
+    """PPP (RFC 1661/1662): an optional ff 03 address and control, then the protocol in two
+    bytes, or in one when it was compressed (an odd first byte)."""
+    off = 2 if buf[:2] == b"\xff\x03" else 0
+    if len(buf) < off + 1:
+        stats.skip("link.short")
+        return None
+    if buf[off] & 1:
+        proto, off = buf[off], off + 1
+    elif len(buf) >= off + 2:
+        proto, off = _H.unpack_from(buf, off)[0], off + 2
+    else:
+        stats.skip("link.short")
+        return None
+    if proto not in (PPP_IPV4, PPP_IPV6):
+        stats.skip("link.not_ip")
+        return None
+    return off
+
+
 def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int] | None:
     """Return (offset of the IP header, IP version hint 4/6/0) for a frame."""
     at = _ETHERTYPE_AT.get(linktype)
@@ -156,6 +186,9 @@ def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int]
         return None if ip is None else (ip, 0)
     if linktype in LINK_RAW or linktype == LINK_IPV4 or linktype == LINK_IPV6:
         return 0, 0
+    if linktype in LINK_PPP or linktype == LINK_PPP_ETHER:
+        ip = _ppp(buf, stats) if linktype in LINK_PPP else _pppoe(buf, 0, len(buf), stats)
+        return None if ip is None else (ip, 0)
     if linktype == LINK_NULL or linktype == LINK_LOOP:
         if len(buf) < 4:
             stats.skip("link.short")

@@ -120,7 +120,7 @@ def _damage(rng: random.Random, pkt: bytes) -> bytes:
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300))
 def test_headers_equal_on_damaged_records(seed, n):
     rng = random.Random(seed)
-    linktypes = (1, 1, 1, 101, 12, 14, 228, 229, 113, 0)
+    linktypes = (1, 1, 1, 101, 12, 14, 228, 229, 113, 0, 104, 9, 50, 51)
     batch_ = [(i + 1, 1.0 + i, rng.choice(linktypes), _damage(rng, rng.choice(PACKETS))) for i in range(n)]
     _same_headers(block_from_packets(batch_))
 

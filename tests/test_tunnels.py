@@ -1,13 +1,15 @@
 """Traffic inside tunnels and access-network encapsulations: the mining session inside is
 found as if it were on the wire (PPPoE, MPLS, EoMPLS, GRE, ERSPAN I/II/III, VXLAN, Geneve,
-GTP-U, IP-in-IP, GRE over IPv6, VXLAN inside GRE), the tunnel endpoints are never hosts, and
-look-alikes and damaged headers are counted, never raised.
+GTP-U, IP-in-IP, GRE over IPv6, VXLAN inside GRE; WAN link types Cisco HDLC and PPP), the
+tunnel endpoints are never hosts, and look-alikes and damaged headers are counted, never
+raised.
 
 The captures are written with scapy's own encoders (pcaps/make_pcaps.py: tunnels_xmrig), so
 the decoder is checked against another implementation's reading of each header."""
 
 import ipaddress
 import random
+import struct
 
 import numpy as np
 import pytest
@@ -201,4 +203,49 @@ def test_crafted_edges_decode_like_the_reference():
         c = batch.headers_c(blk)
         assert int(c.ok.sum()) >= st.decoded - 3
         _same_headers(blk)
+        _c_is_the_reference(blk, c, np.flatnonzero(c.ok))
+
+
+def test_wan_and_access_link_types(expected, catalogue):
+    """Router and BRAS captures: Cisco HDLC (with MPLS too), PPP with and without
+    address/control and protocol compression, PPP in HDLC-like framing, PPPoE without
+    Ethernet; the C header pass takes them all, as the reference decoder reads them."""
+    name = "wan_links.pcapng"
+    exp = expected[name]
+    hosts, stats = scan_json([PCAPS / name], catalogue)
+    assert set(hosts) == set(exp["miners"])
+    for ip, m in exp["miners"].items():
+        h = hosts[ip]
+        assert h["verdict"] == "mining" and h["dialects"] == [exp["dialect"]], m["link"]
+        assert h["shares"]["accepted"] == 3, m["link"]
+        p = h["pools"][0]
+        assert (f"[{p['ip']}]:{p['port']}" if ":" in p["ip"] else f"{p['ip']}:{p['port']}") == m["pool"]
+    assert stats["skipped"] == {} and stats["decoded"] == stats["packets"]
+    if native.c_engine() is not None:
+        n = 0
+        for blk in CaptureReader(str(PCAPS / name)).blocks(4096):
+            c = batch.headers_c(blk)
+            assert c.ok.all()
+            n += _c_is_the_reference(blk, c, np.flatnonzero(c.ok))
+        assert n == stats["packets"]
+
+
+def test_ppp_headers_that_are_not_a_session_of_ip():
+    """PPPoE discovery codes, another version/type, LCP and a cut header are skipped by both
+    the decoder and the C header pass; PPP with and without compression is read alike."""
+    from scapy.layers.inet import IP, TCP
+    ip = bytes(IP(src="10.9.0.1", dst="10.9.0.2") / TCP(sport=1, dport=3333, flags="S"))
+    hdr = lambda ver, code, proto: struct.pack("!BBHHH", ver, code, 1, len(ip) + 2, proto)  # noqa: E731
+    recs = [(51, hdr(0x11, 0, 0x21) + ip), (51, hdr(0x11, 0x09, 0x21) + ip),
+            (51, hdr(0x12, 0, 0x21) + ip), (51, hdr(0x11, 0, 0xC021) + ip), (51, hdr(0x11, 0, 0x21)[:7]),
+            (9, b"\xff\x03\x00\x21" + ip), (9, b"\x21" + ip), (9, b"\x00\x21" + ip), (50, b"\xff\x03\xc0\x21" + ip),
+            (9, b"\xff\x03"), (104, b"\x0f\x00\x08\x00" + ip), (104, b"\x8f\x00\x80\x35" + ip)]
+    pkts = [(i + 1, 1.0, lt, b) for i, (lt, b) in enumerate(recs)]
+    st = DecodeStats()
+    got = [decode(f, t, lt, b, st) is not None for f, t, lt, b in pkts]
+    assert got == [True, False, False, False, False, True, True, True, False, False, True, False]
+    if native.c_engine() is not None:
+        blk = block_from_packets(pkts)
+        c = batch.headers_c(blk)
+        assert c.ok.tolist() == got
         _c_is_the_reference(blk, c, np.flatnonzero(c.ok))

@@ -32,7 +32,7 @@ from poolsniff.tunnel import CONNECT, MAX_HANDSHAKE, SOCKS4, SOCKS5, ProxyHandsh
 _TMP = Path(tempfile.mkdtemp(prefix="poolsniff-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                              else None))
 _CAT: Catalogue | None = None
-LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9, 50, 147)
+LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9, 50, 147, 104, 51)
 
 
 def catalogue() -> Catalogue:
