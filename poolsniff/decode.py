@@ -174,21 +174,21 @@ def _ppp(buf: bytes, stats: DecodeStats) -> int | None:
     return off
 
 
-def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int] | None:
-    """Return (offset of the IP header, IP version hint 4/6/0) for a frame."""
+def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> int | None:
+    """The offset of a frame's IP header (its version nibble tells IPv4 from IPv6)."""
     at = _ETHERTYPE_AT.get(linktype)
     if at is not None:
         etype_off, off = at
         if len(buf) < off:
             stats.skip("link.short")
             return None
-        ip = ether_to_ip(buf, etype_off, off, len(buf), stats)
-        return None if ip is None else (ip, 0)
+        return ether_to_ip(buf, etype_off, off, len(buf), stats)
     if linktype in LINK_RAW or linktype == LINK_IPV4 or linktype == LINK_IPV6:
-        return 0, 0
-    if linktype in LINK_PPP or linktype == LINK_PPP_ETHER:
-        ip = _ppp(buf, stats) if linktype in LINK_PPP else _pppoe(buf, 0, len(buf), stats)
-        return None if ip is None else (ip, 0)
+        return 0
+    if linktype in LINK_PPP:
+        return _ppp(buf, stats)
+    if linktype == LINK_PPP_ETHER:
+        return _pppoe(buf, 0, len(buf), stats)
     if linktype == LINK_NULL or linktype == LINK_LOOP:
         if len(buf) < 4:
             stats.skip("link.short")
@@ -197,10 +197,8 @@ def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> tuple[int, int]
         fam_le = int.from_bytes(buf[:4], "little")
         fam_be = int.from_bytes(buf[:4], "big")
         fam = fam_be if linktype == LINK_LOOP else (fam_le if fam_le < 256 else fam_be)
-        if fam == 2:
-            return 4, 4
-        if fam in (24, 28, 30, 10):   # AF_INET6 on BSDs, macOS, Linux
-            return 4, 6
+        if fam == 2 or fam in (24, 28, 30, 10):    # AF_INET; AF_INET6 on BSDs, macOS, Linux
+            return 4
         stats.skip("link.not_ip")
         return None
     stats.skip(f"link.unsupported_{linktype}")
@@ -211,10 +209,9 @@ def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats)
     """Decode one frame into a TCP/UDP ``Segment`` (of the innermost packet, when tunnels
     carry it), or count why not."""
     stats.packets += 1
-    loc = link_to_ip(linktype, buf, stats)
-    if loc is None:
+    off = link_to_ip(linktype, buf, stats)
+    if off is None:
         return None
-    off = loc[0]
     bound = len(buf)                        # an inner packet ends where its carrier does
     for _depth in range(MAX_ENCAP + 1):
         seg_or_inner = _ip(frame, ts, buf, off, bound, stats)
@@ -309,7 +306,7 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
         sport, dport = _HH.unpack_from(buf, l4)
         if dport in _UDP_TUNNELS or sport == UDP_GTPU:
             inner = _udp_tunnel(buf, sport, dport, l4 + 8, end, stats)
-            if inner is not False:
+            if inner != NOT_A_TUNNEL:
                 return None if inner is None else (inner, end)
         stats.decoded += 1
         return Segment(frame, ts, ver, src, dst, 17, sport, dport, 0, 0, buf[l4 + 8:end], wirelen)
@@ -323,20 +320,21 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
 
 
 _UDP_TUNNELS = (UDP_VXLAN, UDP_GENEVE, UDP_GTPU)
+NOT_A_TUNNEL = -1
 
 
 def _udp_tunnel(buf: bytes, sport: int, dport: int, at: int, end: int,
-                stats: DecodeStats) -> int | None | bool:
+                stats: DecodeStats) -> int | None:
     """The inner IP header's offset of a VXLAN, Geneve or GTP-U payload at ``at``; None
-    when it is that tunnel but cannot be opened (counted); False when it is not a tunnel
-    header at all (the datagram is then an ordinary one on that port)."""
+    when it is that tunnel but cannot be opened (counted); NOT_A_TUNNEL when it is not a
+    tunnel header at all (the datagram is then an ordinary one on that port)."""
     if dport == UDP_VXLAN:
         if end < at + 8 or not buf[at] & 0x08:             # the I flag: a VNI follows
-            return False
+            return NOT_A_TUNNEL
         return _inner(buf, INNER_ETHER, at + 8, end, stats, "vxlan")
     if dport == UDP_GENEVE:
         if end < at + 8 or buf[at] >> 6 != 0:              # version 0
-            return False
+            return NOT_A_TUNNEL
         start = at + 8 + (buf[at] & 0x3F) * 4
         ptype = _H.unpack_from(buf, at + 2)[0]
         if ptype == GRE_TEB:
@@ -347,7 +345,7 @@ def _udp_tunnel(buf: bytes, sport: int, dport: int, at: int, end: int,
         return None
     # GTP-U (3GPP TS 29.281): version 1, protocol type GTP, message G-PDU carries user IP
     if end < at + 8 or buf[at] >> 5 != 1 or not buf[at] & 0x10:
-        return False
+        return NOT_A_TUNNEL
     if buf[at + 1] != 0xFF:
         stats.skip("tunnel.gtpu_signalling")               # echo, error indication, end marker
         return None
