@@ -7,14 +7,17 @@ raised.
 The captures are written with scapy's own encoders (pcaps/make_pcaps.py: tunnels_xmrig), so
 the decoder is checked against another implementation's reading of each header."""
 
+import importlib.util
 import ipaddress
+import json
 import random
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import PCAPS, scan_json
+from conftest import PCAPS, PUBLIC, ROOT, scan_json
 from test_fastpath_c import _c_is_the_reference, _same_headers, needs_c
 from poolsniff import batch, native
 from poolsniff.decode import DecodeStats, decode
@@ -249,3 +252,60 @@ def test_ppp_headers_that_are_not_a_session_of_ip():
         c = batch.headers_c(blk)
         assert c.ok.tolist() == got
         _c_is_the_reference(blk, c, np.flatnonzero(c.ok))
+
+
+def _wrapped(src: Path, dst: Path, kind: str) -> bool:
+    """``src`` with every frame wrapped by bench/encap.py's ``wrap`` (False: not a classic
+    little-endian Ethernet pcap, which that tool does not take)."""
+    spec = importlib.util.spec_from_file_location("encap", ROOT / "bench" / "encap.py")
+    assert spec is not None and spec.loader is not None
+    encap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(encap)
+    d = src.read_bytes()
+    if len(d) < 24 or d[:4] != b"\xd4\xc3\xb2\xa1" or struct.unpack_from("<I", d, 20)[0] != 1:
+        return False
+    out, off, n = [d[:24]], 24, 0
+    while off + 16 <= len(d):
+        s, u, incl, orig = struct.unpack_from("<IIII", d, off)
+        if off + 16 + incl > len(d):
+            break
+        fr = d[off + 16:off + 16 + incl]
+        off += 16 + incl
+        new = encap.wrap(fr, kind, n)
+        out.append(struct.pack("<IIII", s, u, len(new), len(new) - incl + orig) + new)
+        n += 1
+    dst.write_bytes(b"".join(out))
+    return True
+
+
+KINDS = ("vxlan", "erspan2", "pppoe", "mpls")
+
+
+def test_real_captures_in_tunnels_give_the_same_hosts(tmp_path, catalogue):
+    """Every public capture of real traffic (and every generated Ethernet one), wrapped as a
+    mirror port or access link would deliver it, gives the host records of the bare capture
+    (only the file name in the evidence differs)."""
+    files = [p for p in sorted(PUBLIC.rglob("*.pcap")) + sorted(PCAPS.glob("*.pcap"))]
+    done = 0
+    for i, src in enumerate(files):
+        kind = KINDS[i % len(KINDS)]
+        dst = tmp_path / f"{kind}-{src.name}"
+        if not _wrapped(src, dst, kind):
+            continue
+        bare = scan_files([str(src)], catalogue)
+        a = json.dumps([h.to_dict() for h in bare.hosts], sort_keys=True).replace(str(src), "F")
+        # the batch path (C header pass) and the reference decoder, packet by packet
+        for fast in (True, False):
+            wrapped = scan_files([str(dst)], catalogue, fast=fast)
+            b = json.dumps([h.to_dict() for h in wrapped.hosts], sort_keys=True).replace(str(dst), "F")
+            assert a == b, f"{src.name} in {kind} (fast={fast})"
+            for k in ("packets", "decoded", "flows", "json_messages", "dns_messages"):
+                assert bare.stats[k] == wrapped.stats[k], (src.name, kind, fast, k)
+        if native.c_engine() is not None:
+            # the C header pass opens the tunnel wherever it takes the bare frame
+            for x, y in zip(CaptureReader(str(src)).blocks(1 << 20), CaptureReader(str(dst)).blocks(1 << 20)):
+                assert (batch.headers_c(x).ok == batch.headers_c(y).ok).all(), (src.name, kind)
+        done += 1
+        dst.unlink()
+    assert done >= 40, done
+    print(f"{done} captures wrapped")

@@ -50,6 +50,8 @@ def seeds(target: str, d: Path) -> None:
     pcaps = ROOT / "pcaps"
     if target in ("capture_pcap", "scan_pcap"):
         files = [p.read_bytes() for p in sorted(pcaps.glob("*.pcap"))[:12]]
+        if target == "scan_pcap":      # tunnelled traffic through the whole scanner too
+            files.append((pcaps / "tunnels_xmrig.pcap").read_bytes())
     elif target == "capture_pcapng":
         files = [p.read_bytes() for p in sorted(pcaps.glob("*.pcapng"))]
     elif target in ("json_dialects", "line_framer", "pipeline"):
