@@ -237,7 +237,15 @@ def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
                       term_safe(f"#{ev.get('pcap_cnt', '')} {ev.get('reason', '')}"[:60]))
     console.print(table)
     s = res.stats
-    console.print(f"{s['packets']} packets, {s['flows']} flows, {s['flows_mining']} mining flows, "
+    skipped = s.get("skipped") or {}
+    why = ""
+    if skipped:
+        # what was not decoded, and why (an empty table over an unsupported link type or
+        # tunnel says so here, not only in the JSON stats)
+        top = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        why = (f" ({sum(skipped.values()):,} not decoded: "
+               + ", ".join(f"{k} {v:,}" for k, v in top) + (", ..." if len(skipped) > 3 else "") + ")")
+    console.print(f"{s['packets']} packets{why}, {s['flows']} flows, {s['flows_mining']} mining flows, "
                   f"{sum(s['anomalies'].values())} anomalies", highlight=False)
 
 

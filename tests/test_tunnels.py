@@ -309,3 +309,13 @@ def test_real_captures_in_tunnels_give_the_same_hosts(tmp_path, catalogue):
         dst.unlink()
     assert done >= 40, done
     print(f"{done} captures wrapped")
+
+
+def test_table_says_what_was_not_decoded(catalogue):
+    """A feed the decoder cannot open shows up in the human summary, not only in JSON stats."""
+    import io
+    from poolsniff.output import render
+    buf = io.StringIO()
+    render(scan_files([str(PCAPS / NAME)], catalogue), "table", buf)
+    assert ("444 packets (2 not decoded: tunnel.gre_unsupported 1, tunnel.gtpu_signalling 1), "
+            "15 flows") in buf.getvalue()
