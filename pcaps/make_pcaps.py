@@ -408,6 +408,26 @@ def xmrig(name: str) -> None:
            window=end - job_t, n=len(acc))
 
 
+def xmrig_fast_open(name: str) -> None:
+    """TCP Fast Open: the login rides in the SYN (its data starts at ISN + 1)."""
+    f = Flow("10.1.0.18", "203.0.113.18", 50010, 3333)
+    job_t, acc = xmrig_session(f, n=5)
+    end = f.msgs[-1].t
+    pkts = tcp_packets(f)
+    syn, login = pkts[0], next(p for p in pkts if p.haslayer(Raw))
+    tfo = syn.copy()
+    tfo[TCP].remove_payload()
+    tfo = tfo / Raw(bytes(login[Raw].load))
+    tfo.time = syn.time
+    pkts = [tfo] + [p for p in pkts[1:] if p is not login]
+    write(name, pkts)
+    expect(name, client="10.1.0.18", pool_ip="203.0.113.18", pool_port=3333, dialect="xmrig", coin="XMR",
+           algorithm="rx/0", worker=XMR_ADDR, wallet=XMR_ADDR,
+           agent="XMRig/6.26.0 (Linux x86_64) libuv/1.48.0 gcc/13.2.1", submitted=5, accepted=5,
+           rejected=0, work=0xFFFFFFFFFFFFFFFF / (0xFFFFFFFFFFFFFFFF // (0xFFFFFFFF // 0x00068DB8)),
+           window=end - job_t, n=len(acc))
+
+
 def xmrig_midstream(name: str) -> None:
     """No SYN, no login; the capture starts in the middle of a pushed job line; segmented and reordered."""
     f = Flow("10.1.0.16", "203.0.113.16", 50008, 14444, handshake=False, segment=37, reorder=True)
@@ -921,6 +941,7 @@ def main() -> None:
     VARIANT.clear()
     stratum_btc_midstream("stratum_btc_midstream.pcap")
     xmrig_midstream("xmrig_midstream_reordered.pcap")
+    xmrig_fast_open("xmrig_fast_open.pcap")
     multi_interface("multi_interface.pcapng")
     loopback_and_raw()
     merge_parts()

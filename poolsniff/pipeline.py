@@ -438,6 +438,9 @@ class Scanner:
         """Everything a TCP packet does beyond the counters (shared by the batch path)."""
         if flags & TH_SYN:
             self._syn(flow, side, flags, seq)
+            # the SYN takes a sequence number of its own: data it carries (TCP Fast Open)
+            # starts at ISN + 1
+            seq = (seq + 1) & 0xFFFFFFFF
         if missing:
             self.stats.anomaly("capture.snaplen_truncated")
         if flow.state == "other" or not (payload or missing):
