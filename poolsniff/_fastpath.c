@@ -6,9 +6,12 @@
  *   parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns
  *   parse_dns(buf) -> None | (is_response, [question names], [(name, type, value)])
  *
- * They compute exactly what the numpy code in poolsniff/batch.py and
- * poolsniff/sources/pcapfile.py computes (that code stays as the fallback and
- * tests/test_fastpath_c.py compares the two on every capture and on random bytes).
+ * They compute what the numpy code in poolsniff/batch.py and poolsniff/sources/pcapfile.py
+ * computes (that code stays as the fallback). The header pass also opens the tunnels and
+ * link types the numpy pass leaves to the per-packet decoder (MPLS, PPPoE, PPP, Cisco HDLC,
+ * GRE/ERSPAN, VXLAN, Geneve, GTP-U, IP-in-IP): tests/test_fastpath_c.py checks that every
+ * record numpy takes C takes with the same columns, and that every record C takes is what
+ * poolsniff/decode.py (the reference) makes of it, on every capture and on damaged bytes.
  * numpy spends most of its time here on temporaries: one pass per record in C
  * replaces some forty whole-array passes. Every read is bounds-checked against the
  * record and the buffer, so hostile records cannot read outside the buffer.
