@@ -67,6 +67,11 @@ class HalfStream:
                 self._start_midstream()
             return
         d = _seq_diff(seq, self.next_seq)
+        if d == -1 and len(data) == 1:
+            # a TCP keep-alive (RFC 1122 4.2.3.6: one byte of garbage, or none, one below the
+            # next sequence number; Windows sends the byte): not data, not a retransmission,
+            # and its byte differing from what was delivered is no evasion attempt
+            return
         if d < 0:
             skip = -d
             if self.last:

@@ -130,3 +130,20 @@ def test_flow_record_copy_covers_every_slot():
         assert a == b, name
         if isinstance(a, (list, dict)):
             assert a is not b, name
+
+
+def test_keepalive_probe_is_neither_data_nor_an_overlap():
+    """Windows (and XMRig's libuv keep-alive there) probes an idle session with one garbage
+    byte at next_seq - 1: not delivered, not a retransmission, not an overlap anomaly. A
+    real overlap that rewrites delivered bytes is still counted."""
+    from poolsniff.stream import HalfStream
+    got = []
+    hs = HalfStream(lambda data, frame, ts, gap: got.append(data))
+    hs.syn(999)
+    hs.segment(1000, b'{"id":1}\n', 1, 0.0)
+    hs.segment(1008, b"\x00", 2, 60.0)                # keep-alive: the byte below next_seq
+    hs.segment(1009, b'{"id":2}\n', 3, 61.0)
+    assert b"".join(got) == b'{"id":1}\n{"id":2}\n'
+    assert (hs.overlap_diff, hs.retrans_bytes) == (0, 0)
+    hs.segment(1016, b"X\n", 4, 62.0)                 # rewrites delivered bytes: counted
+    assert hs.overlap_diff == 1 and hs.retrans_bytes == 2
