@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -475,8 +476,8 @@ def http_getwork(name: str) -> None:
            submitted=0, accepted=0, rejected=0, work=None, window=None, n=None)
 
 
-def ws_frame(payload: bytes, mask: bool) -> bytes:
-    head = bytes([0x81])
+def ws_frame(payload: bytes, mask: bool, first: int = 0x81) -> bytes:
+    head = bytes([first])
     n = len(payload)
     ln = bytes([n | (0x80 if mask else 0)]) if n < 126 else bytes([126 | (0x80 if mask else 0)]) + struct.pack("!H", n)
     if not mask:
@@ -485,24 +486,43 @@ def ws_frame(payload: bytes, mask: bool) -> bytes:
     return head + ln + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def coinhive_ws(name: str) -> None:
-    f = Flow("10.1.0.19", "203.0.113.19", 50011, 8080)
+def coinhive_ws(name: str, deflate: bool = False) -> None:
+    """A browser miner over WebSocket. ``deflate``: the browser offers permessage-deflate (as
+    browsers do), the server takes it, and every message is compressed with context takeover
+    in each direction (RFC 7692); the job is sent in two frames."""
+    f = Flow("10.1.0.19", "203.0.113.19", 50021 if deflate else 50011, 8080)
     t = T0
+    ext = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else b""
     f.msgs.append(Msg(t, True, b"GET /proxy HTTP/1.1\r\nHost: ws001.example-webminer.test\r\nUpgrade: websocket\r\n"
                               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                              b"Sec-WebSocket-Version: 13\r\n\r\n"))
+                              b"Sec-WebSocket-Version: 13\r\n" + ext + b"\r\n"))
     f.msgs.append(Msg(t + 0.1, False, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"))
+                                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                      + (b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else b"") + b"\r\n"))
     j = lambda o: json.dumps(o, separators=(",", ":")).encode()  # noqa: E731
-    f.msgs.append(Msg(t + 0.2, True, ws_frame(j({"type": "auth", "params": {"site_key": "SITEKEY123", "type": "anonymous", "user": None, "goal": 0}}), True)))
-    f.msgs.append(Msg(t + 0.3, False, ws_frame(j({"type": "authed", "params": {"token": "", "hashes": 0}}), False)))
+    comp = {True: zlib.compressobj(wbits=-15), False: zlib.compressobj(wbits=-15)}
+
+    def ws(obj: dict, client: bool, split: bool = False) -> bytes:
+        data = j(obj)
+        if not deflate:
+            return ws_frame(data, client)
+        c = comp[client]
+        z = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        assert z.endswith(b"\x00\x00\xff\xff")
+        z = z[:-4]
+        if split:               # RSV1 on the first frame only; a continuation frame ends it
+            h = len(z) // 2
+            return ws_frame(z[:h], client, first=0x42) + ws_frame(z[h:], client, first=0x80)
+        return ws_frame(z, client, first=0xC1)
+    f.msgs.append(Msg(t + 0.2, True, ws({"type": "auth", "params": {"site_key": "SITEKEY123", "type": "anonymous", "user": None, "goal": 0}}, True)))
+    f.msgs.append(Msg(t + 0.3, False, ws({"type": "authed", "params": {"token": "", "hashes": 0}}, False)))
     job_t = t + 0.4
-    f.msgs.append(Msg(job_t, False, ws_frame(j({"type": "job", "params": {"blob": "07" * 76, "job_id": "j1", "target": "285c8f02", "id": "x", "algo": "cn/r"}}), False)))
+    f.msgs.append(Msg(job_t, False, ws({"type": "job", "params": {"blob": "07" * 76, "job_id": "j1", "target": "285c8f02", "id": "x", "algo": "cn/r"}}, False, split=True)))
     acc = []
     for k in range(6):
         ts = job_t + 10 + 10 * k
-        f.msgs.append(Msg(ts, True, ws_frame(j({"type": "submit", "params": {"job_id": "j1", "nonce": f"{k:08x}", "result": "aa" * 32}}), True)))
-        f.msgs.append(Msg(ts + 0.1, False, ws_frame(j({"type": "hash_accepted", "params": {"hashes": k + 1}}), False)))
+        f.msgs.append(Msg(ts, True, ws({"type": "submit", "params": {"job_id": "j1", "nonce": f"{k:08x}", "result": "aa" * 32}}, True)))
+        f.msgs.append(Msg(ts + 0.1, False, ws({"type": "hash_accepted", "params": {"hashes": k + 1}}, False)))
         acc.append(ts)
     end = f.msgs[-1].t
     write(name, tcp_packets(f))
@@ -942,6 +962,7 @@ def main() -> None:
     stratum_btc_midstream("stratum_btc_midstream.pcap")
     xmrig_midstream("xmrig_midstream_reordered.pcap")
     xmrig_fast_open("xmrig_fast_open.pcap")
+    coinhive_ws("coinhive_websocket_deflate.pcap", deflate=True)
     multi_interface("multi_interface.pcapng")
     loopback_and_raw()
     merge_parts()

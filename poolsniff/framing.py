@@ -9,6 +9,7 @@ growth.
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -271,9 +272,15 @@ class HttpFramer:
 
 
 class WebSocketFramer:
-    """RFC 6455 frames: unmasks client frames, joins fragments, emits text/binary messages."""
+    """RFC 6455 frames: unmasks client frames, joins fragments, emits text/binary messages.
 
-    __slots__ = ("buf", "on_message", "on_anomaly", "parts", "dead")
+    Messages compressed with permessage-deflate (RFC 7692: RSV1 set on a message's first
+    frame; what browsers offer and many servers accept) are inflated with zlib, one
+    decompressor per direction kept across messages (context takeover; a sender that
+    resets its context between messages decodes alike), the output capped at
+    MAX_WS_MESSAGE."""
+
+    __slots__ = ("buf", "on_message", "on_anomaly", "parts", "dead", "compressed", "inflater")
 
     def __init__(self, on_message: OnMessage, on_anomaly: OnAnomaly) -> None:
         self.buf = bytearray()
@@ -281,6 +288,8 @@ class WebSocketFramer:
         self.on_anomaly = on_anomaly
         self.parts = bytearray()
         self.dead = False
+        self.compressed = False         # the message being joined has RSV1 set
+        self.inflater: Any = None       # zlib decompressor (raw deflate), made when first needed
 
     def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> None:
         if self.dead:
@@ -323,6 +332,8 @@ class WebSocketFramer:
                 payload = _unmask(payload, key)
             if opcode >= 8:          # control frames
                 continue
+            if opcode != 0:          # a message's first frame: RSV1 says it is compressed
+                self.compressed = bool(b0 & 0x40)
             self.parts += payload
             if len(self.parts) > MAX_WS_MESSAGE:
                 self.on_anomaly("websocket.message_too_long", frame, ts)
@@ -331,7 +342,28 @@ class WebSocketFramer:
             if fin:
                 msg = bytes(self.parts)
                 self.parts.clear()
+                if self.compressed:
+                    inflated = self._inflate(msg, frame, ts)
+                    if inflated is None:
+                        return
+                    msg = inflated
                 self.on_message(msg, frame, ts)
+
+    def _inflate(self, msg: bytes, frame: int, ts: float) -> bytes | None:
+        if self.inflater is None:
+            self.inflater = zlib.decompressobj(-15)
+        d = self.inflater
+        try:
+            out: bytes = d.decompress(msg + b"\x00\x00\xff\xff", MAX_WS_MESSAGE)
+        except zlib.error:
+            self.on_anomaly("websocket.bad_deflate", frame, ts)
+            self.dead = True            # the shared context is lost with it
+            return None
+        if d.unconsumed_tail:
+            self.on_anomaly("websocket.message_too_long", frame, ts)
+            self.dead = True
+            return None
+        return out
 
 
 def _unmask(payload: bytes, key: bytes) -> bytes:

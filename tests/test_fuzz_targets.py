@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from conftest import PCAPS, ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
+from run_fuzz import _deflated_ws_seed  # noqa: E402
 from targets import TARGETS  # noqa: E402
 
 def _tunnel_frames() -> list[bytes]:
@@ -35,6 +36,8 @@ SEEDS = {
               b"\x0d\x05\xff\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff{\"id\":1}\n",
               b"\x04\x01\x0d\x05\x00\x00\x00\x01u\x00pool.example\x00\xff\x00\x5a\x00\x00\x00\x00\x00\x00",
               b"CONNECT pool.example:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n"],
+    # an upgrade, then permessage-deflate messages (RSV1, context takeover, one split)
+    "http_websocket": [_deflated_ws_seed()],
     # a link-type byte (1: Ethernet), then a frame: tunnelled ones (C header pass == decoder)
     "decode": [b"\x01" + f for f in _tunnel_frames()],
     # the same openings as a TCP session through the whole scanner (chunks alternate sides)

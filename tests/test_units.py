@@ -147,3 +147,36 @@ def test_keepalive_probe_is_neither_data_nor_an_overlap():
     assert (hs.overlap_diff, hs.retrans_bytes) == (0, 0)
     hs.segment(1016, b"X\n", 4, 62.0)                 # rewrites delivered bytes: counted
     assert hs.overlap_diff == 1 and hs.retrans_bytes == 2
+
+
+def test_websocket_deflate_bombs_and_garbage_are_anomalies_not_memory():
+    """permessage-deflate: a message that inflates past MAX_WS_MESSAGE (a deflate bomb) and
+    bytes that are not deflate are counted anomalies and end the stream; nothing larger
+    than the cap is ever made."""
+    import zlib
+
+    from poolsniff.framing import MAX_WS_MESSAGE, WebSocketFramer
+
+    def frame(payload: bytes) -> bytes:         # server frame, RSV1 + FIN + text, unmasked
+        n = len(payload)
+        ln = bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big")
+        return bytes([0xC1]) + ln + payload
+
+    def run(data: bytes) -> tuple[list[bytes], list[str]]:
+        got: list[bytes] = []
+        bad: list[str] = []
+        ws = WebSocketFramer(lambda m, f, t: got.append(m), lambda e, f, t: bad.append(e))
+        ws.feed(data, 1, 0.0)
+        ws.feed(frame(b"\x02\x00"), 2, 0.0)      # nothing more once dead
+        return got, bad
+
+    c = zlib.compressobj(wbits=-15)
+    ok = c.compress(b'{"type":"job"}') + c.flush(zlib.Z_SYNC_FLUSH)
+    assert run(frame(ok[:-4]))[0][0] == b'{"type":"job"}'
+    c = zlib.compressobj(wbits=-15)
+    bomb = (c.compress(b"0" * (50 * MAX_WS_MESSAGE)) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert len(bomb) < 10_000
+    got, bad = run(frame(bomb))
+    assert got == [] and bad == ["websocket.message_too_long"]
+    got, bad = run(frame(b"\xff\xff\xff\xff not deflate"))
+    assert got == [] and bad == ["websocket.bad_deflate"]

@@ -44,6 +44,18 @@ SEED_LINES = [
 ]
 
 
+def _deflated_ws_seed() -> bytes:
+    """An upgrade, then permessage-deflate messages (RSV1 set; the second split in two
+    frames) compressed with context takeover."""
+    import zlib
+    c = zlib.compressobj(wbits=-15)
+    z1 = (c.compress(b'{"type":"job","params":{"job_id":"1"}}') + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    z2 = (c.compress(b'{"type":"job","params":{"job_id":"2"}}') + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    h = len(z2) // 2
+    return (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\xff" + bytes([0xC1, len(z1)]) + z1
+            + bytes([0x41, h]) + z2[:h] + bytes([0x80, len(z2) - h]) + z2[h:])
+
+
 def seeds(target: str, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     files: list[bytes] = []
@@ -65,7 +77,8 @@ def seeds(target: str, d: Path) -> None:
                  b"name,category,city,cidr\nA,enterprise,B,10.1.0.0/16\nA,enterprise,B,10.2.0.0/16\n"]
     elif target == "http_websocket":
         files = [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}",
-                 b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\xff\x81\x85\x11\x22\x33\x44abcde"]
+                 b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\xff\x81\x85\x11\x22\x33\x44abcde",
+                 _deflated_ws_seed()]
     elif target == "proxy":          # chunks split at 0xff, client and proxy in turn
         files = [b"\x05\x02\x00\x02\xff\x05\x02\xff\x01\x01u\x01p\xff\x01\x00\xff\x05\x01\x00\x03"
                  b"\x04pool\x0d\x05\xff\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00",
