@@ -8,8 +8,8 @@
  *
  * They compute what the numpy code in poolsniff/batch.py and poolsniff/sources/pcapfile.py
  * computes (that code stays as the fallback). The header pass also opens the tunnels and
- * link types the numpy pass leaves to the per-packet decoder (MPLS, PPPoE, PPP, Cisco HDLC,
- * GRE/ERSPAN, VXLAN, Geneve, GTP-U, IP-in-IP): tests/test_fastpath_c.py checks that every
+ * link types the numpy pass leaves to the per-packet decoder (Linux cooked, BSD loopback, MPLS,
+ * PPPoE, PPP, Cisco HDLC, GRE/ERSPAN, VXLAN, Geneve, GTP-U, IP-in-IP): tests/test_fastpath_c.py checks that every
  * record numpy takes C takes with the same columns, and that every record C takes is what
  * poolsniff/decode.py (the reference) makes of it, on every capture and on damaged bytes.
  * numpy spends most of its time here on temporaries: one pass per record in C
@@ -282,11 +282,14 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
             cap_end = L;
         int want = 0;
         int64_t ip;
-        if (lt == 1 || lt == 104) {                    /* Ethernet, Cisco HDLC */
-            int64_t hl = lt == 1 ? 14 : 4;
+        if (lt == 1 || lt == 104 || lt == 113 || lt == 276) {
+            /* an EtherType at et, the payload at hl (decode._ETHERTYPE_AT): Ethernet, Cisco
+             * HDLC, Linux cooked captures v1 and v2 (tcpdump -i any) */
+            int64_t et = lt == 1 ? 12 : lt == 104 ? 2 : lt == 113 ? 14 : 0;
+            int64_t hl = lt == 1 ? 14 : lt == 104 ? 4 : lt == 113 ? 16 : 20;
             if (base + hl > cap_end)
                 continue;
-            ip = ether_ip(a, base + hl - 2, base + hl, cap_end, &want, 0);
+            ip = ether_ip(a, base + et, base + hl, cap_end, &want, 0);
         } else if (lt == 9 || lt == 50) {              /* PPP (decode._ppp) */
             int64_t p = base;
             if (p + 2 <= cap_end && a[p] == 0xFF && a[p + 1] == 0x03)
@@ -305,6 +308,21 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
                 continue;
             want = proto == 0x0021 ? 4 : 6;
             ip = p;
+        } else if (lt == 0 || lt == 108) {             /* BSD loopback (decode.link_to_ip) */
+            if (base + 4 > cap_end)
+                continue;
+            const uint8_t *f = a + base;
+            uint32_t be = rd32(f);
+            uint32_t le = ((uint32_t)f[3] << 24) | ((uint32_t)f[2] << 16) | ((uint32_t)f[1] << 8) | f[0];
+            /* NULL: the capturing host's byte order; LOOP: network order */
+            uint32_t fam = lt == 108 ? be : (le < 256 ? le : be);
+            if (fam == 2)
+                want = 4;
+            else if (fam == 24 || fam == 28 || fam == 30 || fam == 10)   /* AF_INET6: BSDs, macOS, Linux */
+                want = 6;
+            else
+                continue;
+            ip = base + 4;
         } else if (lt == 51) {                         /* PPPoE without Ethernet */
             if (base + 8 > cap_end || a[base] != 0x11 || a[base + 1] != 0)
                 continue;
