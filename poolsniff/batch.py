@@ -246,9 +246,9 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     groups = None
     if len(tcp):
         _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
-        if len(sc.flows) + len(first) > sc.max_flows:
-            # the flow table may overflow inside this block: which flows are evicted depends
-            # on the exact packet order, so this block takes the per-packet path
+        if len(sc.flows) + len(first) > sc.max_flows and not _evictions_known(sc, blk, hd, tcp[first]):
+            # the flow table may overflow inside this block and which flows are evicted would
+            # depend on the exact packet order: this block takes the per-packet path
             _feed_plain(sc, blk)
             return
         groups = _Groups(tcp, gid, first)
@@ -265,6 +265,43 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     if groups is not None:
         _reorder(sc, groups)
     sc.end_batch(n)
+
+
+def _evictions_known(sc: Scanner, blk: RecordBlock, hd: Headers, firsts: np.ndarray) -> bool:
+    """Will the block's new flows evict the same flows in the batch path as packet by packet?
+
+    Packet by packet, each new flow past the cap evicts the table's front (least recently
+    active) flow that is not mining (Scanner._evict); a flow the block touches moves to the
+    back at its first packet and may turn mining. When the first E non-mining flows at the
+    front (E: how far the block's new flows can take the table past its cap) are all
+    untouched by the block, both paths evict exactly those, in that order, whatever the
+    packets' order; otherwise the caller falls back to the per-packet path."""
+    flows = sc.flows
+    buf = blk.buf
+    touched = set()
+    new = 0
+    for sa, da, ln, sp, dp in zip(hd.src_at[firsts].tolist(), hd.dst_at[firsts].tolist(),
+                                  hd.alen[firsts].tolist(), hd.sport[firsts].tolist(),
+                                  hd.dport[firsts].tolist()):
+        ka = (buf[sa:sa + ln], sp)
+        kb = (buf[da:da + ln], dp)
+        key = (ka, kb) if ka < kb else (kb, ka)
+        if key in flows:
+            touched.add(key)
+        else:
+            new += 1
+    need = len(flows) + new - sc.max_flows
+    if need <= 0:
+        return True
+    for key, f in flows.items():
+        if f.state == "mining":
+            continue
+        if key in touched:
+            return False
+        need -= 1
+        if need == 0:
+            return True
+    return False            # the block's own new flows would be evicted
 
 
 def _split(sc: Scanner, hd: Headers, common: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

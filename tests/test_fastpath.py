@@ -86,3 +86,33 @@ def test_fast_equals_plain_in_small_blocks(block, catalogue, monkeypatch):
         assert fast["stats"] == plain["stats"], path.name
         assert fast_dom == plain_dom, path.name
         assert sorted(map(repr, fast_anom)) == sorted(map(repr, plain_anom)), path.name
+
+
+@pytest.mark.parametrize("max_flows", [4, 16])
+def test_fast_equals_plain_past_the_flow_cap(max_flows, catalogue, monkeypatch):
+    """Every capture through a flow table far too small, in blocks of 61 records: the batch
+    path keeps blocks whose evictions it can tell in advance (the front flows it would
+    evict are untouched by the block) and hands the others to the per-packet path; either
+    way the answer is the per-packet path's."""
+    from poolsniff import batch, scan
+    monkeypatch.setattr(scan, "BLOCK", 61)
+    told = {True: 0, False: 0}
+    real = batch._evictions_known
+
+    def known(*a):
+        r = real(*a)
+        told[r] += 1
+        return r
+    monkeypatch.setattr(batch, "_evictions_known", known)
+    evicted = 0
+    for path in CAPTURES:
+        docs = []
+        for fast in (True, False):
+            res = scan_files([str(path)], catalogue, fast=fast, max_flows=max_flows)
+            docs.append((json.loads(json.dumps(res.to_dict(), default=str)), res.domains,
+                         sorted(map(repr, res.anomalies))))
+        assert docs[0] == docs[1], path.name
+        evicted += docs[0][0]["stats"]["flows_evicted"]
+    assert evicted > 1000
+    # overflowing blocks kept in the batch path, and ones handed back (both branches taken)
+    assert told[True] > 50 and told[False] > 50, told
