@@ -117,6 +117,20 @@ static int as_i64(Py_buffer *v, Py_ssize_t n, const char *what) {
 #define MAX_ENCAP 4          /* tunnels opened per record (decode.MAX_ENCAP) */
 #define IS_VLAN(e) ((e) == 0x8100 || (e) == 0x88A8 || (e) == 0x9100 || (e) == 0x9200)
 
+/* The IP version a PPP protocol number carries (0x0021 IPv4, 0x0057 IPv6), or 0. */
+static inline int ppp_ip(uint32_t proto) {
+    return proto == 0x0021 ? 4 : proto == 0x0057 ? 6 : 0;
+}
+
+/* A PPPoE session header at off, then its PPP protocol (decode._pppoe): the IP header's
+ * offset and *want, or -1. */
+static int64_t pppoe_ip(const uint8_t *a, int64_t off, int64_t end, int *want) {
+    if (off + 8 > end || a[off] != 0x11 || a[off + 1] != 0)
+        return -1;
+    *want = ppp_ip(rd16(a + off + 6));
+    return *want ? off + 8 : -1;
+}
+
 /* The IP header after an EtherType at et_at (payload at off, captured bytes end at end):
  * up to two VLAN tags, then IPv4/IPv6, a PPPoE session or an MPLS label stack (IP after
  * it, or a control word and an Ethernet frame). *want: the IP version the link layer
@@ -137,15 +151,8 @@ static int64_t ether_ip(const uint8_t *a, int64_t et_at, int64_t off, int64_t en
         *want = et == 0x0800 ? 4 : 6;
         return off;
     }
-    if (et == 0x8864) {                                /* PPPoE session */
-        if (off + 8 > end || a[off] != 0x11 || a[off + 1] != 0)
-            return -1;
-        uint32_t ppp = rd16(a + off + 6);
-        if (ppp != 0x0021 && ppp != 0x0057)
-            return -1;
-        *want = ppp == 0x0021 ? 4 : 6;
-        return off + 8;
-    }
+    if (et == 0x8864)                                  /* PPPoE session */
+        return pppoe_ip(a, off, end, want);
     if ((et == 0x8847 || et == 0x8848) && !nested) {   /* MPLS */
         int k;
         for (k = 0; k < 8; k++) {
@@ -304,16 +311,14 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
             } else {
                 continue;
             }
-            if (proto != 0x0021 && proto != 0x0057)
+            want = ppp_ip(proto);
+            if (!want)
                 continue;
-            want = proto == 0x0021 ? 4 : 6;
             ip = p;
         } else if (lt == 0 || lt == 108) {             /* BSD loopback (decode.link_to_ip) */
             if (base + 4 > cap_end)
                 continue;
-            const uint8_t *f = a + base;
-            uint32_t be = rd32(f);
-            uint32_t le = ((uint32_t)f[3] << 24) | ((uint32_t)f[2] << 16) | ((uint32_t)f[1] << 8) | f[0];
+            uint32_t be = rd32(a + base), le = rd32_order(a + base, 0);
             /* NULL: the capturing host's byte order; LOOP: network order */
             uint32_t fam = lt == 108 ? be : (le < 256 ? le : be);
             if (fam == 2)
@@ -324,13 +329,7 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
                 continue;
             ip = base + 4;
         } else if (lt == 51) {                         /* PPPoE without Ethernet */
-            if (base + 8 > cap_end || a[base] != 0x11 || a[base + 1] != 0)
-                continue;
-            uint32_t proto = rd16(a + base + 6);
-            if (proto != 0x0021 && proto != 0x0057)
-                continue;
-            want = proto == 0x0021 ? 4 : 6;
-            ip = base + 8;
+            ip = pppoe_ip(a, base, cap_end, &want);
         } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
             ip = base;
         } else {
