@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ class Match:
         return self.host.coins or self.pool.coins
 
 
-MATCH_MEMORY = 1 << 16     # host names whose answer is remembered (then forgotten at once)
+MATCH_MEMORY = 1 << 16     # host names whose answer is remembered (least recently asked go first)
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when available: 10x faster
 
@@ -104,8 +105,9 @@ class Catalogue:
         self.files: list[str] = []
         self._exact: dict[str, tuple[Pool, PoolHost]] = {}
         self._wild: dict[str, list[tuple[str, Pool, PoolHost]]] = {}
-        # names looked up lately (a link's DNS asks for the same names all day): name -> answer
-        self._seen: dict[str, Match | None] = {}
+        # names looked up lately (a link's DNS asks for the same names all day); forgotten
+        # whenever the index changes
+        self._remembered = functools.lru_cache(maxsize=MATCH_MEMORY)(self._match)
 
     def __len__(self) -> int:
         return len(self.pools)
@@ -206,7 +208,7 @@ class Catalogue:
         self.pools[pid] = pool
 
     def _index(self, pool: Pool, host: PoolHost, path: str, line: int) -> None:
-        self._seen.clear()
+        self._remembered.cache_clear()
         pat = host.pattern
         if "*" not in pat:
             prev = self._exact.get(pat)
@@ -223,14 +225,7 @@ class Catalogue:
     # -- look-ups ------------------------------------------------------------------------
     def match(self, name: str) -> Match | None:
         """Match a host name (DNS, SNI, HTTP Host, subscribe host) against the catalogue."""
-        seen = self._seen
-        if name in seen:
-            return seen[name]
-        hit = self._match(name)
-        if len(seen) >= MATCH_MEMORY:
-            seen.clear()
-        seen[name] = hit
-        return hit
+        return self._remembered(name)
 
     def _match(self, name: str) -> Match | None:
         if not name or len(name) > 253:

@@ -180,3 +180,20 @@ def test_websocket_deflate_bombs_and_garbage_are_anomalies_not_memory():
     assert got == [] and bad == ["websocket.message_too_long"]
     got, bad = run(frame(b"\xff\xff\xff\xff not deflate"))
     assert got == [] and bad == ["websocket.bad_deflate"]
+
+
+def test_catalogue_remembers_answers_and_forgets_them_when_the_index_changes():
+    """Look-ups are remembered (a link's DNS asks for the same names all day), with the
+    answer the index gives, and forgotten when an entry is added."""
+    from poolsniff.signatures import Catalogue
+    cat = Catalogue.load()
+    names = ["pool.supportxmr.com", "POOL.SUPPORTXMR.COM.", "www.example.com", "", "x" * 300]
+    first = [cat.match(n) for n in names]
+    assert [cat.match(n) for n in names] == first == [cat._match(n) for n in names]
+    assert first[0] is not None and first[2] is None
+    assert cat._remembered.cache_info().hits == len(names)
+    import dataclasses
+    pool, host = next(iter(cat._exact.values()))
+    cat._index(pool, dataclasses.replace(host, pattern="new-host.example.test"), "test", 1)
+    assert cat._remembered.cache_info().currsize == 0
+    assert cat.match("new-host.example.test") is not None
