@@ -357,6 +357,12 @@ def _resolve(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> None:
         key = (ka, kb) if ka < kb else (kb, ka)
         flow = flows.get(key)
         gr.keys[g] = key
+        if flow is not None and flow.closed and fl0 & (TH_SYN | TH_ACK) == TH_SYN and not reopen[g]:
+            # a new connection on a closed 5-tuple (port reuse, a reconnecting miner, a looped
+            # replay) that opens the group: the old flow ends here, as at Scanner._tcp's SYN
+            del flows[key]
+            sc._finish(flow)
+            flow = None
         if reopen[g] or (flow is not None and has_syn[g] and flow.closed):
             gr.slow.append(g)
             continue

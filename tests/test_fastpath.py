@@ -1,6 +1,7 @@
 """The batch fast path gives exactly the plain per-packet path's answer, on every capture."""
 
 import json
+import sys
 
 import pytest
 
@@ -116,3 +117,65 @@ def test_fast_equals_plain_past_the_flow_cap(max_flows, catalogue, monkeypatch):
     assert evicted > 1000
     # overflowing blocks kept in the batch path, and ones handed back (both branches taken)
     assert told[True] > 50 and told[False] > 50, told
+
+
+def _replayed_twice(src, dst, syns_again=True):
+    """``src``'s packets, then the same packets again 3 s after the last one (a looped
+    replay, or clients reusing their ports: every 5-tuple comes back within
+    CLOSED_LINGER_S of its close); without the second copy's SYNs (the capture missed
+    them) unless ``syns_again``. None when the capture mixes link types."""
+    import dpkt
+
+    from poolsniff.decode import DecodeStats, decode
+    from poolsniff.sources.pcapfile import CaptureReader
+    r = CaptureReader(str(src))
+    pkts = list(r.packets())
+    r.close()
+    if not pkts or len({p[2] for p in pkts}) != 1:
+        return None
+    shift = max(p[1] for p in pkts) - min(p[1] for p in pkts) + 3.0
+    with open(dst, "wb") as fo:
+        w = dpkt.pcap.Writer(fo, snaplen=262144, linktype=pkts[0][2], nano=True)
+        for off in (0.0, shift):
+            for frame, ts, lt, buf in pkts:
+                if off and not syns_again:
+                    seg = decode(frame, ts, lt, buf, DecodeStats())
+                    if seg is not None and seg.proto == 6 and seg.flags & 0x12 == 0x02:
+                        continue
+                w.writepkt(buf, ts + off)
+    return dst
+
+
+@pytest.mark.parametrize("block,syns", [(61, True), (1000, True), (61, False)])
+def test_fast_equals_plain_on_reused_5_tuples(block, syns, tmp_path, catalogue, monkeypatch):
+    """Every capture played twice in a row: each connection's SYN comes back on a closed flow
+    that is still in the table. The batch path ends the old flow and opens the new one
+    itself when the SYN opens the block's packets of that 5-tuple (as Scanner._tcp does
+    at the SYN); other cases go packet by packet. Same answer either way, both taken.
+    Without the second SYNs (a SYN-ACK or data first) the old flow goes on, as it does
+    packet by packet."""
+    from poolsniff import batch, pipeline, scan
+    monkeypatch.setattr(scan, "BLOCK", block)
+    taken = {"batch": 0}
+    finish = pipeline.Scanner._finish
+
+    def counted(self, flow):
+        if sys._getframe(1).f_code is batch._resolve.__code__:
+            taken["batch"] += 1
+        return finish(self, flow)
+    monkeypatch.setattr(pipeline.Scanner, "_finish", counted)
+    done = 0
+    for path in CAPTURES:
+        twice = _replayed_twice(path, tmp_path / "twice.pcap", syns)
+        if twice is None:
+            continue
+        fast, fast_anom, fast_dom = _doc(twice, catalogue, True)
+        plain, plain_anom, plain_dom = _doc(twice, catalogue, False)
+        assert fast["hosts"] == plain["hosts"], path.name
+        assert fast["stats"] == plain["stats"], path.name
+        assert fast_dom == plain_dom, path.name
+        assert sorted(map(repr, fast_anom)) == sorted(map(repr, plain_anom)), path.name
+        done += 1
+    assert done > 80
+    if syns:
+        assert taken["batch"] > 1000, taken
