@@ -159,6 +159,8 @@ def tcp_packets(f: Flow) -> list:
         first = next(p for p in pkts if p.haslayer(Raw) and p[TCP].sport == f.cport)
         dup = first.copy()
         dup.time = f.msgs[-1].t
+        if not f.v6:
+            dup[IP].id = first[IP].id + 1     # a stack sends a retransmission with a new IP ID
         pkts.append(dup)
     pkts.sort(key=lambda p: float(p.time))
     return pkts
