@@ -25,7 +25,7 @@
 /* column order: keep in step with HEADER_COLUMNS in poolsniff/batch.py */
 enum {
     C_OK, C_V6, C_TCP, C_ALEN, C_SRC_AT, C_DST_AT, C_SPORT, C_DPORT, C_PSTART, C_PLEN,
-    C_MISSING, C_WIRELEN, C_FLAGS, C_SEQ, C_EA, C_H, NCOL
+    C_MISSING, C_WIRELEN, C_FLAGS, C_SEQ, C_EA, C_H, C_DUPKEY, NCOL
 };
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -37,6 +37,8 @@ enum {
 static const uint64_t K1 = 0x9E3779B97F4A7C15ULL;
 static const uint64_t K2 = 0xC2B2AE3D27D4EB4FULL;
 static const uint64_t K3 = 0x165667B19E3779F9ULL;
+static const uint64_t K4 = 0x27D4EB2F165667C5ULL;     /* the duplicate key's (poolsniff.dedup) */
+static const uint64_t K5 = 0xFF51AFD7ED558CCDULL;
 
 static inline uint32_t rd16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | p[1]; }
 static inline uint32_t rd32(const uint8_t *p) { return (rd16(p) << 16) | rd16(p + 2); }
@@ -413,10 +415,22 @@ static PyObject *parse_headers(PyObject *self, PyObject *args) {
             uint64_t lo = ea < eb ? ea : eb, hi = ea < eb ? eb : ea;
             COL(C_EA) = (int64_t)ea;
             COL(C_H) = (int64_t)(lo * K1 ^ hi * K2);
+            uint64_t seq = 0, ack = 0, flags = 0;
             if (tcp) {
                 COL(C_MISSING) = declared - end;
-                COL(C_FLAGS) = a[l4 + 13];
-                COL(C_SEQ) = rd32(a + l4 + 4);
+                flags = a[l4 + 13];
+                seq = rd32(a + l4 + 4);
+                ack = rd32(a + l4 + 8);
+                COL(C_FLAGS) = (int64_t)flags;
+                COL(C_SEQ) = (int64_t)seq;
+            }
+            /* the duplicate key (poolsniff.dedup.dup_key, the reference; 0: none) */
+            uint64_t ident = v6 ? (rd32(h) & 0xFFFFF) : rd16(h + 4);
+            if (tcp && (plen > 0 || declared > end || (ident && !v6))) {
+                uint64_t csum = rd16(a + l4 + 16);
+                uint64_t w1 = ident << 24 | (uint64_t)(declared - ip);
+                uint64_t w2 = seq << 32 | ack, w3 = csum << 8 | flags;
+                COL(C_DUPKEY) = (int64_t)(ea * K1 ^ eb * K2 ^ w1 * K3 ^ w2 * K4 ^ w3 * K5);
             }
             break;
         }

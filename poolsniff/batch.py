@@ -23,6 +23,7 @@ import numpy as np
 
 from poolsniff import native
 from poolsniff.decode import UDP_GENEVE, UDP_GTPU, UDP_VXLAN
+from poolsniff.dedup import keys_numpy
 from poolsniff.model import Segment
 from poolsniff.pipeline import (HASH_K1, HASH_K2, HASH_K3, TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats,
                                 gc_between_batches)
@@ -82,7 +83,7 @@ def _be32(a: np.ndarray, i: np.ndarray) -> np.ndarray:
 
 
 HEADER_COLUMNS = ("ok", "v6", "is_tcp", "alen", "src_at", "dst_at", "sport", "dport", "pstart",
-                  "plen", "missing", "wirelen", "flags", "seq", "ea", "h")
+                  "plen", "missing", "wirelen", "flags", "seq", "ea", "h", "dupkey")
 
 
 class Headers:
@@ -95,7 +96,8 @@ class Headers:
     ``src_at``/``dst_at``/``pstart`` are positions in the block's buffer, ``plen`` the payload
     captured, ``missing`` the TCP payload the snap length cut off, ``wirelen`` the IP length,
     ``ea`` the sender's endpoint hash (:func:`~poolsniff.pipeline.endpoint_hash`) and ``h``
-    the 5-tuple's hash (:func:`~poolsniff.pipeline.flow_hash`, the same both ways)."""
+    the 5-tuple's hash (:func:`~poolsniff.pipeline.flow_hash`, the same both ways), ``dupkey``
+    the packet's duplicate key (:func:`~poolsniff.dedup.dup_key`; uint64)."""
 
     __slots__ = HEADER_COLUMNS
 
@@ -115,6 +117,7 @@ class Headers:
     seq: np.ndarray
     ea: np.ndarray
     h: np.ndarray
+    dupkey: np.ndarray
 
     def __init__(self, cols: dict[str, np.ndarray]) -> None:
         for k in HEADER_COLUMNS:
@@ -136,6 +139,7 @@ def headers_c(blk: RecordBlock) -> Headers:
     cols["is_tcp"] = cols["is_tcp"].astype(bool)
     cols["ea"] = cols["ea"].view(np.uint64)
     cols["h"] = cols["h"].view(np.uint64)
+    cols["dupkey"] = cols["dupkey"].view(np.uint64)
     return Headers(cols)
 
 
@@ -201,6 +205,10 @@ def headers_numpy(blk: RecordBlock) -> Headers:
         "flags": np.where(is_tcp, _u8(a, l4 + 13), 0).astype(np.int64),
         "seq": np.where(is_tcp, _be32(a, l4 + 4), zero),
         "ea": np.where(ok, ea, np.uint64(0)), "h": np.where(ok, h, np.uint64(0)),
+        "dupkey": np.where(is_tcp, keys_numpy(
+            is_tcp, v6, ea, eb, np.where(v6, _be32(a, ip) & 0xFFFFF, _be16(a, ip + 4)),
+            declared - ip, (end > pstart) | (declared > end), _be32(a, l4 + 4), _be32(a, l4 + 8),
+            _be16(a, l4 + 16), _u8(a, l4 + 13).astype(np.int64)), np.uint64(0)),
     }
     return Headers(cols)
 
@@ -254,6 +262,22 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             # 11-13 s): this block takes the per-packet path
             _feed_plain(sc, blk)
             return
+    # the records the C/numpy pass cannot take, decoded now: their duplicate keys join the
+    # block's, and _dispatch hands them on in capture order
+    buf = blk.buf
+    ends = blk.offs + blk.incl
+    slow = dict(zip(fallback.tolist(), sc.decode_all(
+        [(int(blk.frame[i]), float(blk.ts[i]), int(blk.linktype[i]), buf[int(blk.offs[i]):int(ends[i])])
+         for i in fallback.tolist()])))
+    dup = _duplicates(sc, blk, hd, slow)
+    if dup is not None and dup[common].any():
+        # mirror-port copies: decoded and counted as such, never handed on
+        if sc.lead:
+            sc.stats.duplicates += int(np.count_nonzero(dup[common]))
+        dns, others_dns, tcp = _split(sc, hd, common[~dup[common]])
+        if len(tcp):
+            _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
+    if len(tcp):
         groups = _Groups(tcp, gid, first)
     _count(sc.stats, blk, common, sc.lead)
     interesting = [fallback, dns, others_dns]
@@ -264,10 +288,24 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     kind[fallback] = 1
     kind[dns] = 2
     kind[others_dns] = 3
-    _dispatch(sc, blk, hd, np.sort(np.concatenate(interesting)), kind, groups)
+    _dispatch(sc, blk, hd, np.sort(np.concatenate(interesting)), kind, groups, slow, dup)
     if groups is not None:
         _reorder(sc, groups)
     sc.end_batch(n)
+
+
+def _duplicates(sc: Scanner, blk: RecordBlock, hd: Headers,
+                slow: dict[int, tuple[Segment, int] | None]) -> np.ndarray | None:
+    """Which records are copies of an earlier one (None without dedup)."""
+    if sc.dedup is None:
+        return None
+    keys = hd.dupkey
+    if slow:
+        keys = keys.copy()
+        for i, d in slow.items():
+            if d is not None:
+                keys[i] = d[1]
+    return sc.dedup.mark(blk.frame, blk.ts, keys)
 
 
 def _evictions_known(sc: Scanner, blk: RecordBlock, hd: Headers, firsts: np.ndarray) -> bool:
@@ -488,12 +526,11 @@ def _early_syns(sc: Scanner, hd: Headers, gr: _Groups, ftcp: np.ndarray, syn_onl
 
 
 def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind: np.ndarray,
-              gr: _Groups | None) -> None:
-    """The packets Python must see, in capture order, to the Scanner's per-packet handlers."""
+              gr: _Groups | None, slow: dict[int, tuple[Segment, int] | None],
+              dup: np.ndarray | None) -> None:
+    """The packets Python must see, in capture order, to the Scanner's per-packet handlers
+    (``slow``: the records only the per-packet decoder takes, decoded)."""
     n = len(blk)
-    base = blk.offs
-    cap_end = base + blk.incl
-    lt = blk.linktype
     src_at, dst_at, alen, sport, dport = hd.src_at, hd.dst_at, hd.alen, hd.sport, hd.dport
     wirelen = hd.wirelen
     pos_in_tcp = np.full(n, -1, np.int64)
@@ -522,8 +559,10 @@ def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind
     tcp_packet = sc._tcp_packet
     syn = sc._syn
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
-        if k == 1:                          # not the common case: the per-packet decoder
-            sc.packet(frame, ts, int(lt[i]), buf[int(base[i]):int(cap_end[i])])
+        if k == 1:                          # not the common case: the per-packet decoder's
+            d = slow[i]
+            if d is not None:
+                sc.segment(d, dup is not None and bool(dup[i]))
             continue
         if k >= 2:                          # DNS (3: another part's, to learn endpoints from)
             sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])

@@ -67,9 +67,16 @@ def cli() -> None:
                    "oldest idle flows are finished first and counted as evicted.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: only when stderr is a terminal).")
+@click.option("--dedup/--no-dedup", default=True, show_default=True,
+              help="Count a packet captured twice once: a SPAN mirroring both directions (or "
+                   "a router's both sides) hands the sensor copies, which would double every "
+                   "host's packets and bytes. A copy is the same TCP segment (addresses, "
+                   "ports, IP identification, sequence, acknowledgement, checksum) within "
+                   "4096 frames and 50 ms; stats.duplicates counts them.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | None,
-         jobs: int | None, max_flows: int | None, progress: bool | None, debug: bool) -> None:
+         jobs: int | None, max_flows: int | None, progress: bool | None, dedup: bool,
+         debug: bool) -> None:
     """Scan pcap/pcapng captures and list every host that mines.
 
     CAPTURE is a pcap or pcapng file (µs or ns timestamps, any link type
@@ -110,10 +117,11 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
             from poolsniff.scan import scan_parallel
 
             def run(tick: Callable[[int], None] | None) -> Any:
-                return scan_parallel(list(captures), sigdir, jobs or _cores(), max_flows, tick)
+                return scan_parallel(list(captures), sigdir, jobs or _cores(), max_flows, tick,
+                                     dedup)
         else:
             def run(tick: Callable[[int], None] | None) -> Any:
-                return scan_files(captures, cat, progress=tick, max_flows=max_flows)
+                return scan_files(captures, cat, progress=tick, max_flows=max_flows, dedup=dedup)
         result = _with_progress(captures, run) if show and "-" not in captures else run(None)
     except CaptureError as exc:
         raise UsageFailure(str(exc)) from exc
@@ -202,10 +210,16 @@ class Duration(click.ParamType):
               help="Flows tracked at once (default 200000).")
 @click.option("--status/--no-status", default=None,
               help="Status line on stderr: pps, drops, flows, mining hosts (default: on a TTY).")
+@click.option("--dedup/--no-dedup", default=True, show_default=True,
+              help="Count a packet captured twice once: a SPAN mirroring both directions (or "
+                   "a router's both sides) hands the sensor copies, which would double every "
+                   "host's packets and bytes. A copy is the same TCP segment (addresses, "
+                   "ports, IP identification, sequence, acknowledgement, checksum) within "
+                   "4096 frames and 50 ms; stats.duplicates counts them.")
 def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts: str | None,
           snaplen: int, buffer_mb: int, flush_every: float, suppress: float, stats_every: float,
           user: str | None, sigdir: str | None, max_flows: int | None,
-          status: bool | None) -> None:
+          status: bool | None, dedup: bool) -> None:
     """Watch a live interface for months: keep the evidence, raise alerts.
 
     Captures through libpcap, runs the same pipeline as 'scan', and every
@@ -237,7 +251,7 @@ def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts:
     opts = WatchOptions(iface=iface, read=read, bpf=bpf, db=db, alerts=alerts, snaplen=snaplen,
                         buffer_mb=buffer_mb, flush_every=flush_every, suppress=suppress,
                         stats_every=stats_every, user=user, sigdir=sigdir, max_flows=max_flows,
-                        status=status if status is not None else sys.stderr.isatty())
+                        status=status if status is not None else sys.stderr.isatty(), dedup=dedup)
     try:
         code = Watcher(opts).run()
     except (ConfigError, CaptureError) as exc:

@@ -51,6 +51,10 @@ class DecodeStats:
     packets: int = 0
     decoded: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    # where the IP and transport headers of the last packet decoded start (what the
+    # duplicate key reads, poolsniff.dedup.dup_key)
+    ip_at: int = 0
+    l4_at: int = 0
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -297,6 +301,7 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
             stats.skip("tcp.bad_data_offset")
             return None
         stats.decoded += 1
+        stats.ip_at, stats.l4_at = off, l4
         return Segment(frame, ts, ver, src, dst, 6, sport, dport, flags, seq,
                        buf[l4 + hl:end], wirelen, declared - end)
     if proto == 17:
@@ -309,6 +314,7 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
             if inner != NOT_A_TUNNEL:
                 return None if inner is None else (inner, end)
         stats.decoded += 1
+        stats.ip_at, stats.l4_at = off, l4
         return Segment(frame, ts, ver, src, dst, 17, sport, dport, 0, 0, buf[l4 + 8:end], wirelen)
     if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
         return (l4, end)

@@ -25,8 +25,12 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
+from poolsniff.dedup import Dedup, dup_key
+from poolsniff.hashing import HASH_K1, HASH_K2, HASH_K3, endpoint_hash, flow_hash  # noqa: F401
 from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
                                looks_like_http, opens_json, parse_json)
@@ -51,24 +55,6 @@ SWEEP_EVERY = 50_000        # packets between idle sweeps
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
 
-# the flow hash (the batch path groups packets by it; --jobs splits flows among workers by it)
-HASH_K1, HASH_K2, HASH_K3 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
-_M64 = (1 << 64) - 1
-
-
-def endpoint_hash(ip: bytes, port: int) -> int:
-    """64 bits of an (address, port): the address folded to 64 bits (IPv6: high half XOR low
-    half), times a constant, XOR the port. The C extension and numpy compute the same."""
-    x = int.from_bytes(ip, "big")
-    fold = x if len(ip) == 4 else (x >> 64) ^ (x & _M64)
-    return ((fold * HASH_K3) & _M64) ^ port
-
-
-def flow_hash(src: bytes, sport: int, dst: bytes, dport: int) -> int:
-    """64 bits of a 5-tuple's two endpoints, the same in both directions."""
-    a, b = endpoint_hash(src, sport), endpoint_hash(dst, dport)
-    lo, hi = min(a, b), max(a, b)
-    return ((lo * HASH_K1) & _M64) ^ ((hi * HASH_K2) & _M64)
 
 
 # container allocations between collections, inside pipeline_gc. A watch holds every flow for
@@ -158,6 +144,7 @@ class Stats:
     tls_client_hellos: int = 0
     lines: int = 0
     json_messages: int = 0
+    duplicates: int = 0             # mirror-port copies of a packet, not counted (dedup.py)
     anomalies: dict[str, int] = field(default_factory=dict)
     decode: DecodeStats = field(default_factory=DecodeStats)
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -179,7 +166,7 @@ class Stats:
             "flows_evicted": self.flows_evicted, "stream_gaps": self.stream_gaps,
             "retransmitted_bytes": self.retransmitted_bytes, "dns_messages": self.dns_messages,
             "tls_client_hellos": self.tls_client_hellos, "lines": self.lines,
-            "json_messages": self.json_messages,
+            "json_messages": self.json_messages, "duplicates": self.duplicates,
             "decoded": self.decode.decoded, "skipped": dict(sorted(self.decode.skipped.items())),
             "anomalies": dict(sorted(self.anomalies.items())), "files": self.files,
             "first_ts": self.first_ts, "last_ts": self.last_ts,
@@ -251,8 +238,10 @@ class Scanner:
     """Feeds packets through the pipeline and accumulates host evidence."""
 
     def __init__(self, catalogue: Catalogue, max_flows: int | None = None,
-                 part: tuple[int, int] | None = None) -> None:
+                 part: tuple[int, int] | None = None, dedup: bool = True) -> None:
         self.cat = catalogue
+        # dedup: drop mirror-port copies of packets (every part drops the same ones)
+        self.dedup = Dedup() if dedup else None
         self.max_flows = max_flows or MAX_FLOWS
         # part (k, n): this scanner is worker k of n over the same packets (--jobs). It owns the
         # flows whose flow_hash is k mod n and the DNS messages likewise; it still learns pool
@@ -291,24 +280,52 @@ class Scanner:
     # -- feeding -------------------------------------------------------------------------
     def begin_file(self, name: str) -> None:
         self.file = name
+        if self.dedup is not None:
+            self.dedup.reset()
 
     def feed(self, batch: list[Packet]) -> None:
-        """The per-packet path: every packet decoded and dispatched on its own."""
+        """The per-packet path: every packet decoded and dispatched on its own (decoded all
+        first, so the batch's duplicates are marked at once, as the batch path marks them)."""
         gc_between_batches()
-        st = self.stats
-        for frame, ts, linktype, buf in batch:
-            if self.lead:
-                st.packets += 1
-                st.bytes += len(buf)
-            self.packet(frame, ts, linktype, buf)
+        if self.lead:
+            st = self.stats
+            st.packets += len(batch)
+            st.bytes += sum(len(p[3]) for p in batch)
+        segs = self.decode_all(batch)
+        dup = self.duplicates(batch, segs)
+        for seg, d in zip(segs, dup):
+            if seg is not None:
+                self.segment(seg, d)
         self.end_batch(len(batch))
 
-    def packet(self, frame: int, ts: float, linktype: int, buf: bytes) -> None:
-        """Decode one frame and hand it on (packet and byte counters are the caller's)."""
-        seg = decode(frame, ts, linktype, buf, self.stats.decode if self.lead else self._uncounted)
-        if seg is None:
+    def decode_all(self, batch: list[Packet]) -> list[tuple[Segment, int] | None]:
+        """Each packet decoded (the decoder's counters: the lead's), with its duplicate key
+        (0 without dedup); packet and byte counters are the caller's."""
+        ds = self.stats.decode if self.lead else self._uncounted
+        keyed = self.dedup is not None
+        out: list[tuple[Segment, int] | None] = []
+        for frame, ts, linktype, buf in batch:
+            seg = decode(frame, ts, linktype, buf, ds)
+            out.append(None if seg is None else
+                       (seg, dup_key(seg, buf, ds.ip_at, ds.l4_at) if keyed else 0))
+        return out
+
+    def duplicates(self, batch: list[Packet], segs: list[tuple[Segment, int] | None]) -> list[bool]:
+        if self.dedup is None or not batch:
+            return [False] * len(batch)
+        dup = self.dedup.mark(np.array([p[0] for p in batch], np.int64),
+                              np.array([p[1] for p in batch], np.float64),
+                              np.array([0 if s is None else s[1] for s in segs], np.uint64))
+        return dup.tolist()
+
+    def segment(self, decoded: tuple[Segment, int], dup: bool) -> None:
+        """Hand on one decoded packet (a duplicate only widens the capture's time span)."""
+        seg = decoded[0]
+        self.stats.saw(seg.ts, seg.ts)
+        if dup:
+            if self.lead:
+                self.stats.duplicates += 1
             return
-        self.stats.saw(ts, ts)
         mine = self.owns(seg)
         if seg.proto == 17:
             if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:

@@ -34,20 +34,22 @@ class ScanResult:
 
 def scan_files(paths: Iterable[str], catalogue: Catalogue,
                progress: Callable[[int], None] | None = None, fast: bool = True,
-               max_flows: int | None = None) -> ScanResult:
+               max_flows: int | None = None, dedup: bool = True) -> ScanResult:
     """Scan captures in order, as one continuous observation (flows span files).
 
     ``fast`` selects the batch path (numpy header decode, payload only where it
     matters); ``fast=False`` is the plain per-packet path. Both give the same answer.
     ``progress`` is called after each batch with the bytes read so far, over all the captures.
+    ``dedup`` drops mirror-port copies of packets (poolsniff.dedup).
     """
     with pipeline_gc():
-        return _scan(paths, catalogue, progress, fast, max_flows)
+        return _scan(paths, catalogue, progress, fast, max_flows, dedup=dedup)
 
 
 def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], None] | None,
-          fast: bool, max_flows: int | None, part: tuple[int, int] | None = None) -> ScanResult:
-    scanner = Scanner(catalogue, max_flows, part)
+          fast: bool, max_flows: int | None, part: tuple[int, int] | None = None,
+          dedup: bool = True) -> ScanResult:
+    scanner = Scanner(catalogue, max_flows, part, dedup)
     warnings: list[str] = []
     done = 0                    # bytes read of the captures before this one (for progress)
     for path in paths:
@@ -149,9 +151,9 @@ def _init_worker(read: Any) -> None:
     _READ = read
 
 
-def _scan_part(args: tuple[list[str], str | None, int | None, int, int]) -> ScanResult:
+def _scan_part(args: tuple[list[str], str | None, int | None, int, int, bool]) -> ScanResult:
     """Worker for scan_parallel: part k of n of the flows of all the captures."""
-    paths, sigdir, max_flows, k, n = args
+    paths, sigdir, max_flows, k, n, dedup = args
     progress = None
     if k == 0 and _READ is not None:
         shared = _READ
@@ -159,11 +161,11 @@ def _scan_part(args: tuple[list[str], str | None, int | None, int, int]) -> Scan
         def progress(read: int) -> None:
             shared.value = read
     with pipeline_gc():
-        return _scan(paths, Catalogue.load(sigdir), progress, True, max_flows, (k, n))
+        return _scan(paths, Catalogue.load(sigdir), progress, True, max_flows, (k, n), dedup)
 
 
 def scan_parallel(paths: list[str], sigdir: str | None, jobs: int, max_flows: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> ScanResult:
+                  progress: Callable[[int], None] | None = None, dedup: bool = True) -> ScanResult:
     """:func:`scan_files` on ``jobs`` cores, with the same answer.
 
     Every worker reads all the captures, in order, and takes the flows (and DNS messages)
@@ -174,12 +176,13 @@ def scan_parallel(paths: list[str], sigdir: str | None, jobs: int, max_flows: in
     is called with the bytes the lead worker has read, over all the captures.
     """
     if jobs <= 1:
-        return scan_files(paths, Catalogue.load(sigdir), progress=progress, max_flows=max_flows)
+        return scan_files(paths, Catalogue.load(sigdir), progress=progress, max_flows=max_flows,
+                          dedup=dedup)
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     read = multiprocessing.get_context().Value("q", 0, lock=False)
-    work = [(paths, sigdir, max_flows, k, jobs) for k in range(jobs)]
+    work = [(paths, sigdir, max_flows, k, jobs, dedup) for k in range(jobs)]
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(read,)) as pool:
         futures = [pool.submit(_scan_part, w) for w in work]
         while True:

@@ -51,6 +51,7 @@ class WatchOptions:
     user: str | None = None
     sigdir: str | None = None
     max_flows: int | None = None
+    dedup: bool = True
     status: bool = False
 
 
@@ -126,7 +127,7 @@ class Watcher:
                 self.mining.add(h.ip)
         self.alerter = Alerter(store.alerted(), o.suppress)
         self.sink = AlertSink(o.alerts)
-        sc = Scanner(self.cat, o.max_flows)
+        sc = Scanner(self.cat, o.max_flows, dedup=o.dedup)
         sc.begin_file(src.name)
         self.scanner = sc
         old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}

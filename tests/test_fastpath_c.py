@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from conftest import CAPTURES, PCAPS
 from poolsniff import batch, native
 from poolsniff.decode import DecodeStats, decode
+from poolsniff.dedup import dup_key
 from poolsniff.scan import scan_files
 from poolsniff.sources.pcapfile import CaptureReader, RecordBlock, block_from_packets, index_records
 
@@ -56,8 +57,10 @@ def _c_is_the_reference(blk: RecordBlock, c: batch.Headers, rows: np.ndarray) ->
     buf = blk.buf
     for i in rows.tolist():
         o, n = int(blk.offs[i]), int(blk.incl[i])
-        seg = decode(int(blk.frame[i]), float(blk.ts[i]), int(blk.linktype[i]), buf[o:o + n], DecodeStats())
+        ds = DecodeStats()
+        seg = decode(int(blk.frame[i]), float(blk.ts[i]), int(blk.linktype[i]), buf[o:o + n], ds)
         assert seg is not None, f"record {i}: C takes it, the decoder does not"
+        assert int(c.dupkey[i]) == dup_key(seg, buf[o:o + n], ds.ip_at, ds.l4_at), f"record {i}: key"
         ln, sa, da = int(c.alen[i]), int(c.src_at[i]), int(c.dst_at[i])
         ps, pl = int(c.pstart[i]), int(c.plen[i])
         got = (6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 6 if c.is_tcp[i] else 17,

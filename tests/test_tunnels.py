@@ -319,27 +319,3 @@ def test_table_says_what_was_not_decoded(catalogue):
     render(scan_files([str(PCAPS / NAME)], catalogue), "table", buf)
     assert ("444 packets (2 not decoded: tunnel.gre_unsupported 1, tunnel.gtpu_signalling 1), "
             "15 flows") in buf.getvalue()
-
-
-def test_span_duplicates_leave_the_evidence_and_double_the_counts(tmp_path, catalogue):
-    """A SPAN that mirrors every packet twice (30 us apart): reassembly drops each second
-    copy, so messages, shares and the hashrate are those of the single feed; packet and byte
-    counts double (the README tells users to deduplicate such a feed upstream)."""
-    src = PCAPS / "xmrig_compact.pcap"
-    d = src.read_bytes()
-    out, off = [d[:24]], 24
-    while off + 16 <= len(d):
-        s, u, incl, _orig = struct.unpack_from("<IIII", d, off)
-        rec = d[off:off + 16 + incl]
-        off += 16 + incl
-        s2, u2 = (s, u + 30) if u + 30 < 1_000_000 else (s + 1, u + 30 - 1_000_000)
-        out += [rec, struct.pack("<II", s2, u2) + rec[8:]]
-    dup = tmp_path / "dup.pcap"
-    dup.write_bytes(b"".join(out))
-    (one,), (two,) = scan_files([str(src)], catalogue).hosts, scan_files([str(dup)], catalogue).hosts
-    a, b = one.to_dict(), two.to_dict()
-    for k in ("verdict", "methods", "shares", "difficulty", "jobs", "workers", "wallets", "pools"):
-        assert a[k] == b[k], k
-    assert [r["hs"] for r in a["hashrate"]] == pytest.approx([r["hs"] for r in b["hashrate"]], rel=1e-3)
-    for k in ("bytes_toserver", "bytes_toclient", "pkts_toserver", "pkts_toclient"):
-        assert b[k] == 2 * a[k], k

@@ -212,18 +212,22 @@ def assert_same_hosts(scanned: dict[str, dict], watched: dict[str, dict], skip=(
 
 # -- tests -------------------------------------------------------------------------------
 def test_watch_finds_what_scan_finds(netns, tcpreplay, rounds, catalogue, tmp_path):
-    from conftest import scan_json
+    """Each round replayed into the interface gives the scan's host records. Without
+    dedup on either side: a replay compresses time, and a retransmission seconds after
+    its original in a capture (same IPv6 flow label, no TCP timestamps) comes within
+    dedup's 50 ms live (test_watch_counts_span_copies_once has dedup live)."""
+    from poolsniff.scan import scan_files
     mining = 0
     for i, files in enumerate(rounds):
         db = tmp_path / f"round{i}.db"
-        w = Watch(netns, tmp_path, db, f"r{i}")
+        w = Watch(netns, tmp_path, db, f"r{i}", "--no-dedup")
         sent = replay(netns, files)
         w.wait_received(sent)
         assert w.stop() == 0, w.err.read_text()
         final = w.events("stats")[-1]["stats"]
         assert final["packets"] >= sent
         assert final["capture"]["dropped"] == 0, final["capture"]
-        scanned, _ = scan_json(files, catalogue)
+        scanned = {h.ip: h.to_dict() for h in scan_files(files, catalogue, dedup=False).hosts}
         watched = report(db)
         assert_same_hosts(scanned, watched)
         mining += sum(h["verdict"] == "mining" for h in watched.values())
@@ -232,6 +236,27 @@ def test_watch_finds_what_scan_finds(netns, tcpreplay, rounds, catalogue, tmp_pa
         assert alerted == {ip for ip, h in watched.items() if h["verdict"] == "mining"}
         assert oct(db.stat().st_mode & 0o777) == "0o600"
     assert mining >= 30
+
+
+def test_watch_counts_span_copies_once(netns, tcpreplay, catalogue, tmp_path):
+    """A miner's session mirrored twice (each frame followed by a routed copy: TTL one
+    lower, other MACs) replayed into the interface: the watch stores the counters of the
+    single session and counts every copy as a duplicate."""
+    from test_dedup import _doubled, _routed
+    from poolsniff.scan import scan_files
+    src = PCAPS / "xmrig_compact.pcap"
+    dup = _doubled(src, tmp_path / "span.pcap", lambda fr, n: _routed(fr))
+    db = tmp_path / "span.db"
+    w = Watch(netns, tmp_path, db, "span")
+    sent = replay(netns, [str(dup)])
+    w.wait_received(sent)
+    assert w.stop() == 0, w.err.read_text()
+    final = w.events("stats")[-1]["stats"]
+    single = scan_files([str(src)], catalogue)
+    assert final["duplicates"] == single.stats["packets"] == sent // 2
+    (one,) = [h.to_dict() for h in single.hosts]
+    watched = report(db)
+    assert_same_hosts({one["ip"]: one}, watched)
 
 
 def test_kill9_mid_replay_loses_at_most_one_flush(netns, tcpreplay, rounds, catalogue, tmp_path):

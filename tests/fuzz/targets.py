@@ -18,6 +18,7 @@ from typing import Callable
 
 from poolsniff import dialects, native
 from poolsniff.batch import feed_block, headers_c
+from poolsniff.dedup import dup_key
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.errors import CaptureError, ConfigError
 from poolsniff.framing import MAX_LINE_BYTES, HttpFramer, LineFramer, WebSocketFramer, parse_json
@@ -95,7 +96,9 @@ def decode_frame(data: bytes) -> None:
     (tunnels included) is what the reference makes of it."""
     lt = LINKTYPES[data[0] % len(LINKTYPES)] if data else 1
     frame = data[1:]
-    seg = decode(1, 0.0, lt, frame, DecodeStats())
+    ds = DecodeStats()
+    seg = decode(1, 0.0, lt, frame, ds)
+    key = dup_key(seg, frame, ds.ip_at, ds.l4_at) if seg is not None else 0
     if native.c_engine() is None:
         return
     hd = headers_c(block_from_packets([(1, 0.0, lt, frame)]))
@@ -110,6 +113,7 @@ def decode_frame(data: bytes) -> None:
     ref = (seg.version, seg.src, seg.dst, seg.proto, seg.sport, seg.dport, seg.flags, seg.seq,
            seg.payload, seg.wirelen, seg.missing)
     assert got == ref, (got, ref)
+    assert int(hd.dupkey[0]) == key, "the duplicate keys differ"
 
 
 # -- streams -------------------------------------------------------------------------------
