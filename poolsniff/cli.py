@@ -48,6 +48,16 @@ def cli() -> None:
     """
 
 
+#: scan's and watch's --dedup (poolsniff/dedup.py)
+DEDUP = click.option(
+    "--dedup/--no-dedup", default=True, show_default=True,
+    help="Count a packet captured twice once: a SPAN mirroring both directions (or a router's "
+         "both sides) hands the sensor copies, which would double every host's packets and "
+         "bytes. A copy is the same TCP segment (addresses, ports, IP identification, "
+         "sequence, acknowledgement, checksum) within 4096 frames and 50 ms; stats.duplicates "
+         "counts them.")
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
@@ -67,12 +77,7 @@ def cli() -> None:
                    "oldest idle flows are finished first and counted as evicted.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: only when stderr is a terminal).")
-@click.option("--dedup/--no-dedup", default=True, show_default=True,
-              help="Count a packet captured twice once: a SPAN mirroring both directions (or "
-                   "a router's both sides) hands the sensor copies, which would double every "
-                   "host's packets and bytes. A copy is the same TCP segment (addresses, "
-                   "ports, IP identification, sequence, acknowledgement, checksum) within "
-                   "4096 frames and 50 ms; stats.duplicates counts them.")
+@DEDUP
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | None,
          jobs: int | None, max_flows: int | None, progress: bool | None, dedup: bool,
@@ -210,12 +215,7 @@ class Duration(click.ParamType):
               help="Flows tracked at once (default 200000).")
 @click.option("--status/--no-status", default=None,
               help="Status line on stderr: pps, drops, flows, mining hosts (default: on a TTY).")
-@click.option("--dedup/--no-dedup", default=True, show_default=True,
-              help="Count a packet captured twice once: a SPAN mirroring both directions (or "
-                   "a router's both sides) hands the sensor copies, which would double every "
-                   "host's packets and bytes. A copy is the same TCP segment (addresses, "
-                   "ports, IP identification, sequence, acknowledgement, checksum) within "
-                   "4096 frames and 50 ms; stats.duplicates counts them.")
+@DEDUP
 def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts: str | None,
           snaplen: int, buffer_mb: int, flush_every: float, suppress: float, stats_every: float,
           user: str | None, sigdir: str | None, max_flows: int | None,

@@ -16,14 +16,19 @@ def _doc(path, catalogue, fast):
     return doc, res.anomalies, res.domains
 
 
-@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
-def test_fast_equals_plain(path, catalogue):
+def _fast_is_plain(path, catalogue, name=""):
+    """Hosts, stats, domain events and anomalies of both paths over one capture."""
     fast, fast_anom, fast_dom = _doc(path, catalogue, True)
     plain, plain_anom, plain_dom = _doc(path, catalogue, False)
-    assert fast["hosts"] == plain["hosts"]
-    assert fast["stats"] == plain["stats"]
-    assert fast_dom == plain_dom
-    assert sorted(map(repr, fast_anom)) == sorted(map(repr, plain_anom))
+    assert fast["hosts"] == plain["hosts"], name
+    assert fast["stats"] == plain["stats"], name
+    assert fast_dom == plain_dom, name
+    assert sorted(map(repr, fast_anom)) == sorted(map(repr, plain_anom)), name
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_fast_equals_plain(path, catalogue):
+    _fast_is_plain(path, catalogue)
 
 
 def test_suite_covers_both_paths():
@@ -81,12 +86,7 @@ def test_fast_equals_plain_in_small_blocks(block, catalogue, monkeypatch):
     from poolsniff import scan
     monkeypatch.setattr(scan, "BLOCK", block)
     for path in CAPTURES:
-        fast, fast_anom, fast_dom = _doc(path, catalogue, True)
-        plain, plain_anom, plain_dom = _doc(path, catalogue, False)
-        assert fast["hosts"] == plain["hosts"], path.name
-        assert fast["stats"] == plain["stats"], path.name
-        assert fast_dom == plain_dom, path.name
-        assert sorted(map(repr, fast_anom)) == sorted(map(repr, plain_anom)), path.name
+        _fast_is_plain(path, catalogue, path.name)
 
 
 @pytest.mark.parametrize("max_flows", [4, 16])
@@ -169,12 +169,7 @@ def test_fast_equals_plain_on_reused_5_tuples(block, syns, tmp_path, catalogue, 
         twice = _replayed_twice(path, tmp_path / "twice.pcap", syns)
         if twice is None:
             continue
-        fast, fast_anom, fast_dom = _doc(twice, catalogue, True)
-        plain, plain_anom, plain_dom = _doc(twice, catalogue, False)
-        assert fast["hosts"] == plain["hosts"], path.name
-        assert fast["stats"] == plain["stats"], path.name
-        assert fast_dom == plain_dom, path.name
-        assert sorted(map(repr, fast_anom)) == sorted(map(repr, plain_anom)), path.name
+        _fast_is_plain(twice, catalogue, path.name)
         done += 1
     assert done > 80
     if syns:
