@@ -85,3 +85,20 @@ def test_progress_advances_through_a_file(catalogue, monkeypatch):
     seen3 = []
     scan_files([small, str(big)], catalogue, progress=seen3.append)
     assert seen3 == sorted(seen3) and seen3[-1] == os.path.getsize(small) + seen[-1]
+
+
+def test_parts_drop_the_same_mirror_copies(tmp_path, catalogue):
+    """Every worker marks duplicates over all the packets (not only its own flows), so a
+    mirrored feed split among workers counts each copy once, as one scanner does; by both
+    paths, and with dedup off."""
+    from test_dedup import _doubled, _routed
+    paths = []
+    for n in ("xmrig_compact.pcap", "dns_tls_sni.pcap", "getwork_http.pcap"):
+        paths.append(str(_doubled(PCAPS / n, tmp_path / f"span-{n}", lambda fr, i: _routed(fr))))
+    for fast in (True, False):
+        one = _norm(scan_files(paths, catalogue, fast=fast))
+        assert one[1]["duplicates"] > 50
+        assert _norm(_parts(paths, catalogue, 3, fast=fast)) == one
+    with pipeline_gc():
+        parts = [_scan(paths, catalogue, None, True, None, (k, 2), dedup=False) for k in range(2)]
+    assert _norm(merge_parts(parts, paths)) == _norm(scan_files(paths, catalogue, dedup=False))
