@@ -24,9 +24,9 @@ import numpy as np
 from poolsniff import native
 from poolsniff.decode import UDP_GENEVE, UDP_GTPU, UDP_VXLAN
 from poolsniff.dedup import keys_numpy
+from poolsniff.hashing import HASH_K1, HASH_K2, HASH_K3
 from poolsniff.model import Segment
-from poolsniff.pipeline import (HASH_K1, HASH_K2, HASH_K3, TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats,
-                                gc_between_batches)
+from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, gc_between_batches
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -95,8 +95,8 @@ class Headers:
 
     ``src_at``/``dst_at``/``pstart`` are positions in the block's buffer, ``plen`` the payload
     captured, ``missing`` the TCP payload the snap length cut off, ``wirelen`` the IP length,
-    ``ea`` the sender's endpoint hash (:func:`~poolsniff.pipeline.endpoint_hash`) and ``h``
-    the 5-tuple's hash (:func:`~poolsniff.pipeline.flow_hash`, the same both ways), ``dupkey``
+    ``ea`` the sender's endpoint hash (:func:`~poolsniff.hashing.endpoint_hash`) and ``h``
+    the 5-tuple's hash (:func:`~poolsniff.hashing.flow_hash`, the same both ways), ``dupkey``
     the packet's duplicate key (:func:`~poolsniff.dedup.dup_key`; uint64)."""
 
     __slots__ = HEADER_COLUMNS

@@ -13,8 +13,9 @@ flow label), the IP length, the sequence and acknowledgement numbers, the flags 
 the checksum (which sums the payload). It leaves out what a router or the mirror
 changes: the link layer, tunnels around the packet, TTL/hop limit, the IP checksum.
 A retransmission mostly carries a new identification or new TCP timestamps; one
-within WINDOW_S that carries neither is taken for a copy (its bytes were already
-counted by reassembly as retransmitted; only the packet counters differ).
+within WINDOW_S that carries neither is taken for a copy (reassembly would have
+discarded its bytes anyway: only the host's packet and byte counters and
+stats.retransmitted_bytes differ).
 
 Some segments have no key (never duplicates): a segment without payload (ACK, SYN,
 FIN, RST) with IPv4 identification 0 or over IPv6, since a stack's duplicate ACKs,

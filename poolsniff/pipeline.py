@@ -30,10 +30,10 @@ import numpy as np
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.dedup import Dedup, dup_key
-from poolsniff.hashing import HASH_K1, HASH_K2, HASH_K3, endpoint_hash, flow_hash  # noqa: F401
 from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
                                looks_like_http, opens_json, parse_json)
+from poolsniff.hashing import flow_hash
 from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
 from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
 from poolsniff.signatures import Catalogue, Match
@@ -54,8 +54,6 @@ MAX_DOMAIN_EVENTS = 10_000  # pool-domain events kept for output
 SWEEP_EVERY = 50_000        # packets between idle sweeps
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
-
-
 
 # container allocations between collections, inside pipeline_gc. A watch holds every flow for
 # CLOSED_LINGER_S after its close, so at each young collection most of what the last ~second
@@ -311,6 +309,7 @@ class Scanner:
         return out
 
     def duplicates(self, batch: list[Packet], segs: list[tuple[Segment, int] | None]) -> list[bool]:
+        """Which packets of a decoded batch are mirror-port copies (dedup.Dedup)."""
         if self.dedup is None or not batch:
             return [False] * len(batch)
         dup = self.dedup.mark(np.array([p[0] for p in batch], np.int64),

@@ -220,7 +220,7 @@ def test_scan_same_with_either_engine(name, catalogue, monkeypatch):
 def test_endpoint_hash_is_the_hash_the_columns_carry():
     """``ea`` is endpoint_hash(source address, source port) and ``h`` flow_hash of the 5-tuple,
     for TCP and UDP, IPv4 and IPv6, either engine."""
-    from poolsniff.pipeline import endpoint_hash, flow_hash
+    from poolsniff.hashing import endpoint_hash, flow_hash
     for name in ("ethstratum_ipv6.pcap", "dns_tls_sni.pcap"):
         blk = next(CaptureReader(str(PCAPS / name)).blocks(4096))
         for hd in (batch.headers_numpy(blk),) + ((batch.headers_c(blk),) if native.fastpath else ()):
