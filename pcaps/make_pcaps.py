@@ -567,10 +567,50 @@ def dns_tls(name: str) -> None:
            domain="pool.supportxmr.com", suspects=["10.1.0.21", "10.1.0.53"])
 
 
-def _client_hello(sni: str) -> bytes:
-    name = sni.encode()
-    sni_ext = struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name
-    exts = sni_ext
+def dns_over_tcp(name: str) -> None:
+    """Pool names resolved over TCP (RFC 7766): the miner 10.1.0.60 asks the resolver over
+    TCP, its answer split over two segments, then holds a TLS session without SNI with the
+    address learned (only the DNS answer tells it is a pool's); the resolver's own upstream
+    query over TCP carries two pipelined messages in one segment; a Stratum session on TCP
+    port 53 is still a mining session."""
+    def msg(q, ans=(), resp=False, ident=7):  # noqa: ANN001, ANN202
+        rr = None
+        for n, typ, val in ans:
+            r = DNSRR(rrname=n, type=typ, rdata=val, ttl=60)
+            rr = r if rr is None else rr / r
+        d = DNS(id=ident, qr=int(resp), rd=1, ra=int(resp), qd=DNSQR(qname=q), an=rr, ancount=len(ans))
+        b = bytes(d)
+        return struct.pack("!H", len(b)) + b
+    chain = [("pool.supportxmr.com", "CNAME", "lb.supportxmr.com"), ("lb.supportxmr.com", "A", "203.0.113.60")]
+    pkts = []
+    up = Flow("10.1.0.53", "198.51.100.53", 40053, 53)
+    up.msgs += [Msg(T0 - 0.05, True, msg("pool.supportxmr.com") + msg("www.example.org", ident=8)),
+                Msg(T0 - 0.04, False, msg("pool.supportxmr.com", chain, True)
+                    + msg("www.example.org", [("www.example.org", "A", "192.0.2.80")], True, ident=8))]
+    pkts += tcp_packets(up)
+    c = Flow("10.1.0.60", "10.1.0.53", 40060, 53)
+    answer = msg("pool.supportxmr.com", chain, True)
+    c.msgs += [Msg(T0, True, msg("pool.supportxmr.com")), Msg(T0 + 0.01, False, answer[:9]),
+               Msg(T0 + 0.011, False, answer[9:])]
+    pkts += tcp_packets(c)
+    f = Flow("10.1.0.60", "203.0.113.60", 50060, 443)
+    f.msgs += [Msg(T0 + 1, True, _client_hello(None)), Msg(T0 + 1.1, False, b"\x16\x03\x03\x00\x04\x02\x00\x00\x00")]
+    for k in range(5):
+        f.msgs.append(Msg(T0 + 10 + 30 * k, True, b"\x17\x03\x03\x00\x40" + b"\x99" * 64))
+    pkts += tcp_packets(f)
+    m = Flow("10.1.0.61", "203.0.113.61", 50061, 53)
+    xmrig_session(m, n=3)
+    pkts += tcp_packets(m)
+    pkts.sort(key=lambda p: float(p.time))
+    write(name, pkts)
+
+
+def _client_hello(sni: str | None) -> bytes:
+    if sni is None:
+        exts = b""                      # no server_name extension
+    else:
+        name = sni.encode()
+        exts = struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name
     body = (b"\x03\x03" + b"\x01" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
             + struct.pack("!H", len(exts)) + exts)
     hs = b"\x01" + len(body).to_bytes(3, "big") + body
@@ -971,6 +1011,7 @@ def main() -> None:
     snaplen_cut("stratum_btc_snaplen256.pcap")
     stratum_v2_shape("stratum_v2_shape.pcap")
     dns_tls("dns_tls_sni.pcap")
+    dns_over_tcp("dns_over_tcp.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
     proxied_xmrig("socks5_xmrig.pcap", "socks5")
     proxied_xmrig("socks4a_xmrig.pcap", "socks4a")

@@ -270,28 +270,47 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         [(int(blk.frame[i]), float(blk.ts[i]), int(blk.linktype[i]), buf[int(blk.offs[i]):int(ends[i])])
          for i in fallback.tolist()])))
     dup = _duplicates(sc, blk, hd, slow)
+    live = common
     if dup is not None and dup[common].any():
         # mirror-port copies: decoded and counted as such, never handed on
         if sc.lead:
             sc.stats.duplicates += int(np.count_nonzero(dup[common]))
-        dns, others_dns, tcp = _split(sc, hd, common[~dup[common]])
+        live = common[~dup[common]]
+        dns, others_dns, tcp = _split(sc, hd, live)
         if len(tcp):
             _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
     if len(tcp):
         groups = _Groups(tcp, gid, first)
     _count(sc.stats, blk, common, sc.lead)
     interesting = [fallback, dns, others_dns]
+    tcp_want = fallback[:0]
     if groups is not None:
         _resolve(sc, blk, hd, groups)
-        interesting.append(_bulk(sc, blk, hd, groups))
+        tcp_want = _bulk(sc, blk, hd, groups)
+        interesting.append(tcp_want)
     kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns, 3 another part's dns
     kind[fallback] = 1
     kind[dns] = 2
     kind[others_dns] = 3
-    _dispatch(sc, blk, hd, np.sort(np.concatenate(interesting)), kind, groups, slow, dup)
+    # port-53 TCP segments that carry something, every part's: DNS over TCP (dnstcp.py);
+    # 4: only that (the flow path does not want the packet)
+    dtcp = _dns_over_tcp(hd, live)
+    if len(dtcp):
+        kind[np.setdiff1d(dtcp, tcp_want, assume_unique=True)] = 4
+        interesting.append(np.setdiff1d(dtcp, tcp_want, assume_unique=True))
+    _dispatch(sc, blk, hd, np.sort(np.concatenate(interesting)), kind, groups, slow, dup, dtcp)
     if groups is not None:
         _reorder(sc, groups)
     sc.end_batch(n)
+
+
+def _dns_over_tcp(hd: Headers, live: np.ndarray) -> np.ndarray:
+    """The block's port-53 TCP segments with payload, SYN, FIN or RST (of every part)."""
+    t = live[hd.is_tcp[live]]
+    t = t[(hd.sport[t] == 53) | (hd.dport[t] == 53)]
+    if not len(t):
+        return t
+    return t[(hd.plen[t] > 0) | (hd.missing[t] > 0) | ((hd.flags[t] & (TH_SYN | TH_FIN | TH_RST)) != 0)]
 
 
 def _duplicates(sc: Scanner, blk: RecordBlock, hd: Headers,
@@ -527,9 +546,10 @@ def _early_syns(sc: Scanner, hd: Headers, gr: _Groups, ftcp: np.ndarray, syn_onl
 
 def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind: np.ndarray,
               gr: _Groups | None, slow: dict[int, tuple[Segment, int] | None],
-              dup: np.ndarray | None) -> None:
+              dup: np.ndarray | None, dtcp: np.ndarray) -> None:
     """The packets Python must see, in capture order, to the Scanner's per-packet handlers
-    (``slow``: the records only the per-packet decoder takes, decoded)."""
+    (``slow``: the records only the per-packet decoder takes, decoded; ``dtcp``: port-53
+    TCP segments for DNS over TCP, before their flow's handling)."""
     n = len(blk)
     src_at, dst_at, alen, sport, dport = hd.src_at, hd.dst_at, hd.alen, hd.sport, hd.dport
     wirelen = hd.wirelen
@@ -558,7 +578,15 @@ def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind
     st = sc.stats
     tcp_packet = sc._tcp_packet
     syn = sc._syn
+    dset = set(dtcp.tolist())
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
+        if dset and i in dset:              # DNS over TCP (4: nothing else to do)
+            sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
+            seg = Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 6,
+                          int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss)
+            sc.dns_tcp(seg, sc.owns(seg))
+            if k == 4:
+                continue
         if k == 1:                          # not the common case: the per-packet decoder's
             d = slow[i]
             if d is not None:

@@ -30,6 +30,7 @@ import numpy as np
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.dedup import Dedup, dup_key
+from poolsniff.dnstcp import DnsOverTcp
 from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
                                looks_like_http, opens_json, parse_json)
@@ -240,6 +241,7 @@ class Scanner:
         self.cat = catalogue
         # dedup: drop mirror-port copies of packets (every part drops the same ones)
         self.dedup = Dedup() if dedup else None
+        self._dns_streams = DnsOverTcp()     # port-53 TCP, read for DNS messages (dnstcp.py)
         self.max_flows = max_flows or MAX_FLOWS
         # part (k, n): this scanner is worker k of n over the same packets (--jobs). It owns the
         # flows whose flow_hash is k mod n and the DNS messages likewise; it still learns pool
@@ -330,8 +332,17 @@ class Scanner:
             if seg.sport == 53 or seg.dport == 53 or seg.sport == 5353:
                 self._dns(seg, learn_only=not mine)
             return
+        if seg.sport == 53 or seg.dport == 53:
+            self.dns_tcp(seg, mine)
         if mine:
             self._tcp(seg)
+
+    def dns_tcp(self, seg: Segment, mine: bool) -> None:
+        """A port-53 TCP segment: the DNS messages it completes (every part reads them, the
+        owner of the flow reports them, as for UDP; the segment still goes to its flow)."""
+        for msg in self._dns_streams.segment(seg):
+            self._dns(Segment(seg.frame, seg.ts, seg.version, seg.src, seg.dst, 6, seg.sport,
+                              seg.dport, 0, 0, msg, 0), learn_only=not mine)
 
     def owns(self, seg: Segment) -> bool:
         """Whether this scanner handles the segment's flow (always, unless it is a --jobs part)."""

@@ -90,7 +90,7 @@ def test_summary_numbers_are_exact(generated):
     s = rep["summary"]
     hosts = doc["hosts"]
     mining = [h for h in hosts if h["verdict"] == "mining"]
-    assert s["mining_ips"] == len(mining) == 43
+    assert s["mining_ips"] == len(mining) == 45
     assert s["suspect_ips"] == sum(h["verdict"] == "suspect" for h in hosts) == 5
     # categories and cities, from the independent look-up
     cats: dict[str, int] = {}
@@ -101,10 +101,10 @@ def test_summary_numbers_are_exact(generated):
             cats.get(inst["category"] if inst else "unregistered", 0) + 1
         cities[inst["city"] if inst else "unregistered"] = \
             cities.get(inst["city"] if inst else "unregistered", 0) + 1
-    assert s["ips_by_category"] == cats == {"enterprise": 7, "university": 6, "government": 2,
+    assert s["ips_by_category"] == cats == {"enterprise": 7, "university": 6, "government": 4,
                                             "internet_cafe": 3, "unregistered": 24, "datacenter": 1}
-    assert s["ips_by_city"] == cities == {"苏州": 10, "南京": 7, "徐州": 2, "unregistered": 24}
-    assert s["institutional_share"] == pytest.approx(15 / 43)
+    assert s["ips_by_city"] == cities == {"苏州": 10, "南京": 7, "徐州": 4, "unregistered": 24}
+    assert s["institutional_share"] == pytest.approx(17 / 45)
     # hashrate: per algorithm, the sum of the hosts' estimates, inside its interval
     per_algo: dict[str, list[float]] = {}
     for h in mining:
@@ -156,10 +156,11 @@ def test_summary_numbers_are_exact(generated):
         [[c, n] for c, n in sorted(xmr_cities.items(), key=lambda x: (-x[1], x[0]))]
     # institutions: those with mining or suspect IPs, most mining IPs first
     names = [i["name"] for i in rep["institutions"]]
-    assert names == ["苏州某公司", "南京某大学", "某网吧", "徐州某局", "某数据中心"]
+    assert names == ["苏州某公司", "南京某大学", "徐州某局", "某网吧", "某数据中心"]
     by = {i["name"]: i for i in rep["institutions"]}
-    # what the /28s leave: a miner behind proxies, a refused proxy request, a DNS resolver
-    assert by["徐州某局"]["mining_ips"] == ["10.1.0.40", "10.1.0.43"]
+    # what the /28s leave: a miner behind proxies, a refused proxy request, a DNS resolver,
+    # the miners of the DNS-over-TCP capture
+    assert by["徐州某局"]["mining_ips"] == ["10.1.0.40", "10.1.0.43", "10.1.0.60", "10.1.0.61"]
     assert by["徐州某局"]["suspect_ips"] == ["10.1.0.45", "10.1.0.53"]
     assert by["徐州某局"]["evidence_level"] == "protocol"
     assert by["南京某大学"]["ips"] == [f"10.1.0.{i}" for i in range(10, 16)]
