@@ -62,8 +62,9 @@ def seeds(target: str, d: Path) -> None:
     pcaps = ROOT / "pcaps"
     if target in ("capture_pcap", "scan_pcap"):
         files = [p.read_bytes() for p in sorted(pcaps.glob("*.pcap"))[:12]]
-        if target == "scan_pcap":      # tunnelled traffic through the whole scanner too
+        if target == "scan_pcap":      # tunnelled traffic and DNS over TCP through the scanner too
             files.append((pcaps / "tunnels_xmrig.pcap").read_bytes())
+            files.append((pcaps / "dns_over_tcp.pcap").read_bytes())
     elif target == "capture_pcapng":
         files = [p.read_bytes() for p in sorted(pcaps.glob("*.pcapng"))]
     elif target in ("json_dialects", "line_framer", "pipeline"):
