@@ -283,21 +283,22 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         groups = _Groups(tcp, gid, first)
     _count(sc.stats, blk, common, sc.lead)
     interesting = [fallback, dns, others_dns]
-    tcp_want = fallback[:0]
+    tcp_want = np.empty(0, np.int64)
     if groups is not None:
         _resolve(sc, blk, hd, groups)
         tcp_want = _bulk(sc, blk, hd, groups)
         interesting.append(tcp_want)
-    kind = np.zeros(n, np.int8)          # 0 tcp, 1 fallback, 2 dns, 3 another part's dns
+    # 0 tcp, 1 fallback, 2 dns, 3 another part's dns, 4 DNS over TCP only (the flow path
+    # does not want the packet; dtcp: every part's port-53 TCP segments that carry something)
+    kind = np.zeros(n, np.int8)
     kind[fallback] = 1
     kind[dns] = 2
     kind[others_dns] = 3
-    # port-53 TCP segments that carry something, every part's: DNS over TCP (dnstcp.py);
-    # 4: only that (the flow path does not want the packet)
     dtcp = _dns_over_tcp(hd, live)
     if len(dtcp):
-        kind[np.setdiff1d(dtcp, tcp_want, assume_unique=True)] = 4
-        interesting.append(np.setdiff1d(dtcp, tcp_want, assume_unique=True))
+        only = np.setdiff1d(dtcp, tcp_want, assume_unique=True)
+        kind[only] = 4
+        interesting.append(only)
     _dispatch(sc, blk, hd, np.sort(np.concatenate(interesting)), kind, groups, slow, dup, dtcp)
     if groups is not None:
         _reorder(sc, groups)
