@@ -13,7 +13,7 @@ from poolsniff import __version__
 from poolsniff.errors import EXIT_USAGE, CaptureError, ConfigError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-FORMATS = ("table", "json", "jsonl", "csv")
+FORMATS = ("table", "json", "jsonl", "csv", "md", "html")
 
 
 class UsageFailure(click.UsageError):
@@ -63,7 +63,10 @@ DEDUP = click.option(
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
               show_default=True,
               help="table: readable summary; json: one object {hosts, stats}; "
-                   "jsonl: eve.json-style events for a SIEM; csv: one row per host.")
+                   "jsonl: eve.json-style events for a SIEM; csv: one row per host; md, html: "
+                   "the report command's document (sweep summary, every IP and its evidence).")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="Language of the md and html documents' labels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write the result to this file instead of standard output.")
 @click.option("--signatures", "sigdir", type=click.Path(file_okay=False),
@@ -79,7 +82,7 @@ DEDUP = click.option(
               help="Progress bar on stderr (default: only when stderr is a terminal).")
 @DEDUP
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
-def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | None,
+def scan(captures: tuple[str, ...], fmt: str, lang: str, output: str | None, sigdir: str | None,
          jobs: int | None, max_flows: int | None, progress: bool | None, dedup: bool,
          debug: bool) -> None:
     """Scan pcap/pcapng captures and list every host that mines.
@@ -141,9 +144,9 @@ def scan(captures: tuple[str, ...], fmt: str, output: str | None, sigdir: str | 
         click.echo(f"Warning: {w}", err=True)
     if output:
         with open(output, "w", encoding="utf-8", newline="") as fh:
-            render(result, fmt, fh)
+            render(result, fmt, fh, lang=lang)
     else:
-        render(result, fmt, sys.stdout, color=sys.stdout.isatty())
+        render(result, fmt, sys.stdout, color=sys.stdout.isatty(), lang=lang)
 
 
 def _with_progress(captures: tuple[str, ...], run: Callable[[Callable[[int], None] | None], Any]) -> Any:

@@ -251,8 +251,10 @@ def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
                   f"{sum(s['anomalies'].values())} anomalies", highlight=False)
 
 
-def render(res: ScanResult, fmt: str, fh: TextIO, color: bool = False) -> None:
-    if fmt == "json":
+def render(res: ScanResult, fmt: str, fh: TextIO, color: bool = False, lang: str = "en") -> None:
+    if fmt in ("md", "html"):
+        write_document(res, fmt, fh, lang)
+    elif fmt == "json":
         write_json(res, fh)
     elif fmt == "jsonl":
         write_jsonl(res, fh)
@@ -260,3 +262,18 @@ def render(res: ScanResult, fmt: str, fh: TextIO, color: bool = False) -> None:
         write_csv(res, fh)
     else:
         write_table(res, fh, color)
+
+
+def write_document(res: ScanResult, fmt: str, fh: TextIO, lang: str = "en") -> None:
+    """A scan as the report command renders it (Markdown or one HTML page): the sweep
+    summary, and every IP with its evidence; without an institution registry every IP is
+    'not in the registry' ('poolsniff report --from SCAN.json --institutions ...' adds it)."""
+    from poolsniff import report_render as rr
+    from poolsniff.sweep import build, load_efficiency
+    rep = build(res.hosts, res.traffic, None, None, None, load_efficiency(None), None)
+    rep["stats"] = res.stats
+    rep["traffic"] = traffic_json(res.traffic)
+    if fmt == "md":
+        rr.write_md(rep, fh, lang)
+    else:
+        rr.write_html(rep, fh, lang, rep["traffic"]["bins"])

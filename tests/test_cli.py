@@ -121,3 +121,23 @@ def test_jobs_gives_the_same_answer(tmp_path):
 def test_jobs_with_stdin_is_a_usage_error():
     r = run("scan", "--jobs", "2", "-")
     assert r.exit_code == 2 and "--jobs" in r.output
+
+
+def test_scan_writes_the_report_document(tmp_path):
+    """scan -f md / -f html: the report command's document straight from a capture (the
+    same as 'scan -f json' then 'report --from' without a registry), in either language."""
+    cap = str(PCAPS / "dns_over_tcp.pcap")
+    md = run("scan", "-f", "md", cap)
+    assert md.exit_code == 0
+    assert "| Mining IPs | 2 |" in md.output and "| Suspect IPs | 1 |" in md.output
+    for ip in ("10.1.0.60", "10.1.0.61", "10.1.0.53"):
+        assert ip in md.output
+    saved = tmp_path / "scan.json"
+    assert run("scan", "-f", "json", "-o", str(saved), cap).exit_code == 0
+    assert run("report", "--from", str(saved), "-f", "md").output == md.output
+    page = tmp_path / "scan.html"
+    r = run("scan", "-f", "html", "--lang", "zh", "-o", str(page), cap)
+    assert r.exit_code == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.lstrip().lower().startswith("<!doctype html>") and text.rstrip().endswith("</html>")
+    assert "10.1.0.60" in text and "pool.supportxmr.com" in text and "挖矿" in text
