@@ -83,3 +83,64 @@ def test_damage_stops_the_block_reader_like_the_packet_reader(tmp_path, pread_mi
         assert [p[3] for p in frames] == [x for blk in got for x in blk], name
         assert r.truncated and plain.truncated, name
         assert [a.event for a in r.anomalies] == [a.event for a in plain.anomalies], name
+
+
+def _stream_reader(fd: int, monkeypatch):
+    """A CaptureReader on a pipe, as on stdin ('-')."""
+    import io
+    import types
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(
+        buffer=io.BufferedReader(io.FileIO(fd, "rb", closefd=True))))
+    return CaptureReader("-")
+
+
+def test_a_live_stream_gives_what_has_arrived_without_waiting(monkeypatch):
+    """watch --read -: each block holds the complete records that have arrived; a record
+    cut between two writes waits for its end, never for a full block's worth of bytes."""
+    import os
+    import threading
+    data = next(p for p in CAPTURES if p.name == "xmrig_compact.pcap").read_bytes()
+    order, _scale, _snap, _lt, limit = pcapfile._pcap_header(data[:24])
+    starts, _ = index_records(data, 24, len(data), order, limit, 1 << 20, len(data))
+    cut = int(starts[5]) + 20                      # inside the sixth record
+    rd, wr = os.pipe()
+    os.write(wr, data[:int(starts[2])])           # the header and two records
+    r = _stream_reader(rd, monkeypatch)
+    it = r.blocks(65536, live=True)
+    got = []
+
+    def take():
+        got.append(len(next(it)))
+    for what, expect in ((data[:0], [2]), (data[int(starts[2]):cut], [2, 3])):
+        os.write(wr, what)
+        t = threading.Thread(target=take, daemon=True)
+        t.start()
+        t.join(5)
+        assert got == expect, "the complete records that arrived, with the pipe still open"
+    os.write(wr, data[cut:])
+    os.close(wr)
+    rest = sum(len(b) for b in it)
+    assert 5 + rest == len(starts) and not r.truncated
+
+
+def test_a_stream_read_live_gives_the_file_s_records(monkeypatch):
+    """Every capture through a pipe, read live, gives the records of the file."""
+    import os
+    import threading
+    for path in PCAP_FILES[:20]:
+        data = path.read_bytes()
+        rd, wr = os.pipe()
+
+        def feed(d=data, w=wr):
+            for i in range(0, len(d), 7000):
+                os.write(w, d[i:i + 7000])
+            os.close(w)
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        r = _stream_reader(rd, monkeypatch)
+        live = [bytes(b.buf[o:o + n]) for b in r.blocks(65536, live=True)
+                for o, n in zip(b.offs.tolist(), b.incl.tolist())]
+        t.join()
+        whole = [bytes(b.buf[o:o + n]) for b in CaptureReader(str(path)).blocks()
+                 for o, n in zip(b.offs.tolist(), b.incl.tolist())]
+        assert live == whole, path.name

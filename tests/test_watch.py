@@ -102,6 +102,24 @@ def test_watch_read_equals_scan(tmp_path, catalogue):
     assert oct(db.stat().st_mode & 0o777) == "0o600"
 
 
+def test_watch_on_a_pipe_equals_scan(tmp_path, catalogue):
+    """tcpdump -w - | poolsniff watch --read -: the largest classic pcap of a real miner
+    through a pipe (read in blocks of what has arrived) stores the host records a scan prints."""
+    from poolsniff.scan import scan_files
+    big = max((Path(p) for p in _miners(1000) if Path(p).read_bytes()[:4] in
+               (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")), key=lambda p: p.stat().st_size)
+    db = tmp_path / "pipe.db"
+    r = subprocess.run([*PS, "watch", "--read", "-", "--db", str(db), "--no-status"],
+                       input=big.read_bytes(), capture_output=True)
+    assert r.returncode == 0, r.stderr
+    expected = scan_files([str(big)], catalogue)
+    got = report(db)
+    # the same frames; only the evidence's file name differs (<stdin>)
+    assert expected.hosts and strip(got["hosts"], ("pcap_filename",)) == \
+        strip([h.to_dict() for h in expected.hosts], ("pcap_filename",))
+    assert got["stats"]["packets"] == expected.stats["packets"]
+
+
 def test_report_table_and_jsonl_from_store(tmp_path):
     db = tmp_path / "w.db"
     assert ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db)).returncode == 0

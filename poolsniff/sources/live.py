@@ -121,7 +121,10 @@ _END = object()
 
 class StreamCapture:
     """A pcap/pcapng stream (``-`` for stdin, e.g. ``tcpdump -i eth1 -w -``) read by a
-    thread, so a quiet stream never stalls the watch's flushes."""
+    thread, so a quiet stream never stalls the watch's flushes. Classic pcap (what tcpdump
+    writes) comes as blocks of the records that have arrived, indexed in place as a file
+    is (580,000 packets of the mix: 5.1 s packet by packet, BLOCKS_S); pcapng packet by
+    packet."""
 
     live = False
 
@@ -130,15 +133,18 @@ class StreamCapture:
         self.name = self.reader.name
         self.eof = False
         self.frames = 0
-        self.q: queue.Queue[Any] = queue.Queue(maxsize=200_000)
+        self.blocks = self.reader.format == "pcap"
+        # bounded either way: a full queue stops the reader, and the pipe's writer waits
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=64 if self.blocks else 200_000)
         self.error: Exception | None = None
         self.t = threading.Thread(target=self._pump, name="poolsniff-reader", daemon=True)
         self.t.start()
 
     def _pump(self) -> None:
         try:
-            for pkt in self.reader.packets():
-                self.q.put(pkt)
+            items = self.reader.blocks(65536, live=True) if self.blocks else self.reader.packets()
+            for item in items:
+                self.q.put(item)
         except Exception as exc:  # noqa: BLE001 - reported by the main loop
             self.error = exc
         finally:
@@ -149,6 +155,12 @@ class StreamCapture:
             first = self.q.get(timeout=max(timeout, 0.001))
         except queue.Empty:
             return None
+        if self.blocks:
+            if first is _END:
+                self.eof = True
+                return None
+            self.frames += len(first)
+            return first  # type: ignore[no-any-return]
         batch = []
         item = first
         while True:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import select
 import struct
 import sys
 import zlib
@@ -34,6 +35,7 @@ from poolsniff.errors import CaptureError
 from poolsniff.model import Anomaly, Packet
 
 READ_BLOCK = 1 << 20          # bytes read from the file at a time
+LIVE_BLOCK_BYTES = 4 << 20    # a live stream's block: what is ready at once, up to this much
 PREAD_MIN = 1 << 20           # a regular file's blocks: the smallest read (the first is 4x)
 MAX_RECORD = 256 * 1024       # a record longer than this is damage, not a packet
 BATCH = 4096                  # packets per batch handed to the pipeline
@@ -210,6 +212,35 @@ class CaptureReader:
         self._pos = 0
         return have >= need
 
+    def _fill_live(self, target: int) -> None:
+        """A stream still being written: one read (waiting for data), then more reads while
+        the stream has data ready at once, up to ``target`` bytes buffered (a pipe hands
+        over 64 KB a read: a block per read was ~90 packets)."""
+        have = len(self._buf) - self._pos
+        parts = [self._buf[self._pos:]] if have else []
+        try:
+            fd: int | None = self.stream.fileno()
+        except (OSError, AttributeError, ValueError):
+            fd = None
+        first = True
+        while not self._eof and have < target:
+            if not first and (fd is None or not select.select([fd], [], [], 0)[0]):
+                break
+            first = False
+            try:
+                chunk = self.stream.read1(READ_BLOCK)
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # damaged gzip
+                self._stop("decode", "capture.read_error", f"read error: {exc}")
+                chunk = b""
+            if not chunk:
+                self._eof = True
+                break
+            self.bytes_read += len(chunk)
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf = b"".join(parts)
+        self._pos = 0
+
     def _peek(self, n: int) -> bytes:
         self._fill(n)
         return self._buf[self._pos:self._pos + n]
@@ -253,20 +284,21 @@ class CaptureReader:
         if batch:
             yield batch
 
-    def blocks(self, max_records: int = 65536) -> Iterator[RecordBlock]:
+    def blocks(self, max_records: int = 65536, live: bool = False) -> Iterator[RecordBlock]:
         """The capture as :class:`RecordBlock`s: classic pcap is indexed in place
         (one pass over the record headers, the bytes are not copied per packet);
-        pcapng is packed from its packets."""
+        pcapng is packed from its packets. ``live``: a stream still being written (``watch
+        --read -``): each block holds the records that have arrived, never waiting for more."""
         if self.format != "pcap":
             for batch in self:
                 yield block_from_packets(batch)
             return
         try:
-            regular = self._regular_fd()
+            regular = None if live else self._regular_fd()
             if regular is not None:
                 yield from self._pcap_blocks_pread(*regular, max_records)
             else:
-                yield from self._pcap_blocks(max_records)
+                yield from self._pcap_blocks(max_records, live)
         finally:
             self.close()
 
@@ -331,7 +363,7 @@ class CaptureReader:
                            "last record cut short" if size - pos >= 16 else "record header cut short")
             return
 
-    def _pcap_blocks(self, max_records: int) -> Iterator[RecordBlock]:
+    def _pcap_blocks(self, max_records: int, live: bool = False) -> Iterator[RecordBlock]:
         hdr = self._take(24)
         if hdr is None:
             self._stop("decode", "capture.truncated_header", "file header truncated")
@@ -340,7 +372,8 @@ class CaptureReader:
         incl_at = struct.Struct(order + "I").unpack_from
         frame = 0
         while True:
-            self._fill(min(16 << 20, BLOCK_BYTES))
+            if not live:
+                self._fill(min(16 << 20, BLOCK_BYTES))
             buf = self._buf
             pos = self._pos
             n = len(buf)
@@ -364,7 +397,11 @@ class CaptureReader:
                     self._stop("decode", "capture.truncated_record",
                                "last record cut short" if n - pos >= 16 else "record header cut short")
                 return
-            self._fill(n - pos + 16 * 1024 * 1024)   # a record larger than what is buffered
+            # a record larger than what is buffered (live: what has arrived, waiting for some)
+            if live:
+                self._fill_live(max(n - pos + 1, LIVE_BLOCK_BYTES))
+            else:
+                self._fill(n - pos + 16 * 1024 * 1024)
 
     def _pcap(self) -> Iterator[Packet]:
         hdr = self._take(24)
