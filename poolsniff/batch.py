@@ -580,11 +580,17 @@ def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind
     tcp_packet = sc._tcp_packet
     syn = sc._syn
     dset = set(dtcp.tolist())
+
+    def segment(i: int, frame: int, ts: float, proto: int, fl: int, sq: int, ps: int, pe: int,
+                miss: int) -> Segment:
+        """Record i as the per-packet decoder's Segment, from the parsed columns."""
+        sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
+        return Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], proto,
+                       int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss)
+
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
         if dset and i in dset:              # DNS over TCP (4: nothing else to do)
-            sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
-            seg = Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 6,
-                          int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss)
+            seg = segment(i, frame, ts, 6, fl, sq, ps, pe, miss)
             sc.dns_tcp(seg, sc.owns(seg))
             if k == 4:
                 continue
@@ -594,15 +600,10 @@ def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind
                 sc.segment(d, dup is not None and bool(dup[i]))
             continue
         if k >= 2:                          # DNS (3: another part's, to learn endpoints from)
-            sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
-            sc._dns(Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 17,
-                            int(sport[i]), int(dport[i]), 0, 0, buf[ps:pe], int(wirelen[i])),
-                    learn_only=k == 3)
+            sc._dns(segment(i, frame, ts, 17, 0, 0, ps, pe, 0), learn_only=k == 3)
             continue
         if g in slow_set:                   # the per-packet handler, from the parsed columns
-            sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
-            sc._tcp(Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], 6,
-                            int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss))
+            sc._tcp(segment(i, frame, ts, 6, fl, sq, ps, pe, miss))
             continue
         flow = group_flow[g]
         assert flow is not None
