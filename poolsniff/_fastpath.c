@@ -3,6 +3,8 @@
  *
  *   index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes)
  *       -> (starts: bytes of int64, new_pos)
+ *   index_pcapng(buf, pos, end, big_endian, n_ifaces, max_records, max_bytes, max_block)
+ *       -> (4 x n int64 columns as bytes, new_pos, unknown_blocks)
  *   parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns
  *   parse_dns(buf) -> None | (is_response, [question names], [(name, type, value)])
  *
@@ -106,6 +108,105 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
     if (out == NULL)
         return NULL;
     return Py_BuildValue("(Nn)", out, p);
+}
+
+/* pcapng: the packet blocks (enhanced, simple, obsolete) from pos, as four int64 columns
+ * (data offset, captured length, timestamp ticks, interface; -1 for a simple packet block,
+ * which has no timestamp). Blocks of unknown types are stepped over and counted. It stops
+ * before what the per-block reader in poolsniff/sources/pcapfile.py must see itself: a
+ * section or interface header, a block cut short by end, and every kind of damage that
+ * reader reports (a bad block length, a packet block too short for its fields, an unknown
+ * interface, a captured length past its block), so that reader decides and words it. */
+enum { NG_OFF, NG_INCL, NG_TICKS, NG_IFACE, NG_NCOL };
+
+static PyObject *index_pcapng(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    Py_ssize_t pos, end, n_ifaces, max_records, max_bytes, max_block;
+    int big;
+    if (!PyArg_ParseTuple(args, "y*nnpnnnn", &b, &pos, &end, &big, &n_ifaces, &max_records,
+                          &max_bytes, &max_block))
+        return NULL;
+    if (end > b.len)
+        end = b.len;
+    if (pos < 0 || max_records < 0) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "negative position or count");
+        return NULL;
+    }
+    const uint8_t *a = (const uint8_t *)b.buf;
+    Py_ssize_t cap = pos + max_bytes, p = pos, k = 0, room = 4096, unknown = 0;
+    int nomem = 0;
+    int64_t *col = (int64_t *)PyMem_RawMalloc((size_t)room * NG_NCOL * sizeof(int64_t));
+    if (col == NULL) {
+        PyBuffer_Release(&b);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    while (p + 12 <= end && k < max_records && p < cap) {
+        const uint8_t *h = a + p;
+        if (h[0] == 0x0A && h[1] == 0x0D && h[2] == 0x0D && h[3] == 0x0A)
+            break;                                      /* a section header: byte order, interfaces */
+        uint32_t type = rd32_order(h, big), blen = rd32_order(h + 4, big);
+        if (blen < 12 || blen % 4 || (Py_ssize_t)blen > max_block || p + (Py_ssize_t)blen > end)
+            break;
+        Py_ssize_t body = (Py_ssize_t)blen - 12;        /* without the two length fields */
+        int64_t off, incl, ticks, iface;
+        if (type == 6 || type == 2) {
+            if (body < 20)
+                break;
+            if (type == 6) {
+                iface = rd32_order(h + 8, big);
+            } else {
+                iface = big ? rd16(h + 8) : ((uint32_t)h[9] << 8) | h[8];
+            }
+            ticks = ((int64_t)rd32_order(h + 12, big) << 32) | rd32_order(h + 16, big);
+            incl = rd32_order(h + 20, big);
+            if (iface >= n_ifaces || incl > body - 20)
+                break;
+            off = p + 28;
+        } else if (type == 3) {
+            if (n_ifaces < 1 || body < 4)
+                break;
+            uint32_t orig = rd32_order(h + 8, big);
+            incl = (int64_t)orig < body - 4 ? (int64_t)orig : body - 4;
+            off = p + 12;
+            ticks = 0;
+            iface = -1;
+        } else if (type == 1) {
+            break;                                      /* an interface: link type, clock */
+        } else {
+            unknown++;
+            p += blen;
+            continue;
+        }
+        if (k == room) {
+            int64_t *more = (int64_t *)PyMem_RawRealloc(col, (size_t)room * 2 * NG_NCOL * sizeof(int64_t));
+            if (more == NULL) {
+                nomem = 1;
+                break;
+            }
+            col = more;
+            room *= 2;
+        }
+        int64_t *r = col + k * NG_NCOL;
+        r[NG_OFF] = off;
+        r[NG_INCL] = incl;
+        r[NG_TICKS] = ticks;
+        r[NG_IFACE] = iface;
+        k++;
+        p += blen;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    if (nomem) {
+        PyMem_RawFree(col);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)col, k * NG_NCOL * (Py_ssize_t)sizeof(int64_t));
+    PyMem_RawFree(col);
+    if (out == NULL)
+        return NULL;
+    return Py_BuildValue("(Nnn)", out, p, unknown);
 }
 
 static int as_i64(Py_buffer *v, Py_ssize_t n, const char *what) {
@@ -610,6 +711,13 @@ static PyMethodDef methods[] = {
      "Positions (int64 bytes) of consecutive classic-pcap record headers from pos: stops before\n"
      "a record longer than limit or cut short by end, after max_records records, or once\n"
      "max_bytes have been passed."},
+    {"index_pcapng", index_pcapng, METH_VARARGS,
+     "index_pcapng(buf, pos, end, big_endian, n_ifaces, max_records, max_bytes, max_block)\n"
+     "    -> (records, new_pos, unknown_blocks)\n\n"
+     "The packet blocks of a pcapng section from pos as n x 4 int64 (data offset, captured\n"
+     "length, timestamp ticks, interface or -1 for a simple packet block), stepping over\n"
+     "blocks of unknown types; stops before a section or interface header, a block cut\n"
+     "short by end, damage, after max_records records or once max_bytes have been passed."},
     {"parse_headers", parse_headers, METH_VARARGS,
      "parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns\n\n"
      "L2-L4 header fields of every record of a block (see HEADER_COLUMNS in batch.py);\n"

@@ -102,12 +102,15 @@ def test_watch_read_equals_scan(tmp_path, catalogue):
     assert oct(db.stat().st_mode & 0o777) == "0o600"
 
 
-def test_watch_on_a_pipe_equals_scan(tmp_path, catalogue):
-    """tcpdump -w - | poolsniff watch --read -: the largest classic pcap of a real miner
-    through a pipe (read in blocks of what has arrived) stores the host records a scan prints."""
+@pytest.mark.parametrize("magics", [(b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"), (b"\x0a\x0d\x0d\x0a",)],
+                         ids=["pcap", "pcapng"])
+def test_watch_on_a_pipe_equals_scan(tmp_path, catalogue, magics):
+    """tcpdump -w - | poolsniff watch --read - (dumpcap -w - for pcapng): the largest capture
+    of a real miner in each format through a pipe (read in blocks of what has arrived)
+    stores the host records a scan prints."""
     from poolsniff.scan import scan_files
-    big = max((Path(p) for p in _miners(1000) if Path(p).read_bytes()[:4] in
-               (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")), key=lambda p: p.stat().st_size)
+    big = max((Path(p) for p in _miners(1000) if Path(p).read_bytes()[:4] in magics),
+              key=lambda p: p.stat().st_size)
     db = tmp_path / "pipe.db"
     r = subprocess.run([*PS, "watch", "--read", "-", "--db", str(db), "--no-status"],
                        input=big.read_bytes(), capture_output=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from poolsniff import native
 from poolsniff.errors import CaptureError, ConfigError
 from poolsniff.sources.pcapfile import CaptureReader, RecordBlock, block_from_packets
 
@@ -121,10 +122,10 @@ _END = object()
 
 class StreamCapture:
     """A pcap/pcapng stream (``-`` for stdin, e.g. ``tcpdump -i eth1 -w -``) read by a
-    thread, so a quiet stream never stalls the watch's flushes. Classic pcap (what tcpdump
-    writes) comes as blocks of the records that have arrived, indexed in place as a file
-    is (580,000 packets of the mix: 5.1 s packet by packet, BLOCKS_S); pcapng packet by
-    packet."""
+    thread, so a quiet stream never stalls the watch's flushes. It comes as blocks of the
+    records that have arrived, indexed in place as a file is (580,000 packets of the mix:
+    5.1 s packet by packet, BLOCKS_S); pcapng (what dumpcap writes) packet by packet only
+    when the C extension is not built."""
 
     live = False
 
@@ -133,7 +134,7 @@ class StreamCapture:
         self.name = self.reader.name
         self.eof = False
         self.frames = 0
-        self.blocks = self.reader.format == "pcap"
+        self.blocks = self.reader.format == "pcap" or native.c_engine() is not None
         # bounded either way: a full queue stops the reader, and the pipe's writer waits
         self.q: queue.Queue[Any] = queue.Queue(maxsize=64 if self.blocks else 200_000)
         self.error: Exception | None = None

@@ -290,8 +290,10 @@ class CaptureReader:
         pcapng is packed from its packets. ``live``: a stream still being written (``watch
         --read -``): each block holds the records that have arrived, never waiting for more."""
         if self.format != "pcap":
-            for batch in self:
-                yield block_from_packets(batch)
+            try:
+                yield from self._pcapng_blocks(max_records, live)
+            finally:
+                self.close()
             return
         try:
             regular = None if live else self._regular_fd()
@@ -431,81 +433,163 @@ class CaptureReader:
             yield (frame, sec + frac * scale, linktype, data)
 
     def _pcapng(self) -> Iterator[Packet]:
-        order = "<"
-        ifaces: list[tuple[int, float, float]] = []   # (linktype, ts scale, ts offset)
-        frame = 0
+        sec = _Section()
         while True:
-            head = self._take(8)
-            if head is None:
-                if len(self._buf) - self._pos > 0:
-                    self._stop("decode", "capture.truncated_block", "block header cut short")
+            more, pkt = self._pcapng_block(sec)
+            if not more:
                 return
-            btype_raw = head[:4]
-            if btype_raw == PCAPNG_SHB:
-                bom = self._peek(4)
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    order = ">"
-                else:
-                    self._stop("decode", "capture.bad_block", "section header has a bad byte-order magic")
-                    return
-                ifaces = []
-            btype, blen = struct.unpack(order + "II", head)
-            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
-                self._stop("decode", "capture.bad_block_length", f"block length {blen} is invalid")
+            if pkt is not None:
+                yield pkt
+
+    def _pcapng_blocks(self, max_records: int, live: bool) -> Iterator[RecordBlock]:
+        """pcapng as blocks: the C indexer takes the packet blocks of a buffer in one pass;
+        what it stops at (a section or interface header, a block the buffer does not yet
+        hold whole, damage) goes through :meth:`_pcapng_block`, the per-block reader, which
+        decides and words it, and then the indexer goes on."""
+        fp = native.c_engine()
+        sec = _Section()
+        while True:
+            if fp is not None:
+                if not live:
+                    self._fill(min(16 << 20, BLOCK_BYTES))
+                buf, pos = self._buf, self._pos
+                raw, new, unknown = fp.index_pcapng(buf, pos, len(buf), sec.order == ">",
+                                                    len(sec.ifaces), max_records, BLOCK_BYTES,
+                                                    MAX_RECORD + 64)
+                self.unknown_blocks += unknown
+                self._pos = new
+                if raw:
+                    yield self._ng_block(buf, np.frombuffer(raw, np.int64).reshape(-1, 4), sec)
+                    continue
+                if new > pos:
+                    continue                    # only blocks of unknown types: look further
+                if live and not self._eof and not self._ng_whole(sec):
+                    # a stream still being written: wait for the block's end, and take what
+                    # else is ready with it (a block per pipe read was ~90 packets)
+                    self._fill_live(max(len(self._buf) - self._pos + 1, LIVE_BLOCK_BYTES))
+                    continue
+            more, pkt = self._pcapng_block(sec)
+            if not more:
                 return
-            body = self._take(blen - 8)
-            if body is None:
-                self._stop("decode", "capture.truncated_block", "last block cut short")
-                return
-            body = body[:-4]  # trailing copy of the block length
-            if btype == 1:  # interface description
-                if len(body) < 8:
-                    self._stop("decode", "capture.bad_block", "interface block too short")
-                    return
-                linktype = struct.unpack(order + "H", body[:2])[0]
-                scale, offset = 1e-6, 0.0
-                opts = body[8:]
-                i = 0
-                while i + 4 <= len(opts):
-                    code, olen = struct.unpack(order + "HH", opts[i:i + 4])
-                    val = opts[i + 4:i + 4 + olen]
-                    if code == 0:
-                        break
-                    if code == 9 and len(val) >= 1:   # if_tsresol (the option may be cut)
-                        r = val[0]
-                        scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
-                    elif code == 14 and len(val) == 8:    # if_tsoffset, seconds
-                        offset = float(struct.unpack(order + "q", val)[0])
-                    i += 4 + ((olen + 3) & ~3)
-                ifaces.append((linktype, scale, offset))
-            elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
-                if len(body) < 20:
-                    self._stop("decode", "capture.bad_block", "packet block too short")
-                    return
-                if btype == 6:
-                    iface, hi, lo, incl, _orig = struct.unpack(order + "IIIII", body[:20])
-                else:
-                    iface, _drops, hi, lo, incl, _orig = struct.unpack(order + "HHIIII", body[:20])
-                if iface >= len(ifaces):
-                    self._stop("decode", "capture.bad_block", f"packet names unknown interface {iface}")
-                    return
-                if incl > len(body) - 20:
-                    self._stop("decode", "capture.bad_record_length",
-                               f"captured length {incl} exceeds its block")
-                    return
-                lt, scale, offset = ifaces[iface]
-                frame += 1
-                self.frames = frame
-                yield (frame, ((hi << 32) | lo) * scale + offset, lt, body[20:20 + incl])
-            elif btype == 3:  # simple packet block: no timestamp
-                if not ifaces or len(body) < 4:
-                    self._stop("decode", "capture.bad_block", "simple packet block without interface")
-                    return
-                orig = struct.unpack(order + "I", body[:4])[0]
-                frame += 1
-                self.frames = frame
-                yield (frame, 0.0, ifaces[0][0], body[4:4 + orig])
-            elif btype != 0x0A0D0D0A:
-                self.unknown_blocks += 1
+            if pkt is not None:
+                yield block_from_packets([pkt])
+
+    def _ng_whole(self, sec: _Section) -> bool:
+        """Does the buffer hold the next block whole (or enough of it to see its length is
+        damage)?"""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 12:
+            return False
+        order = sec.order
+        if buf[pos:pos + 4] == PCAPNG_SHB:      # a new section: its own byte order
+            order = ">" if buf[pos + 8:pos + 12] == b"\x1a\x2b\x3c\x4d" else "<"
+        blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
+        return blen < 12 or blen > MAX_RECORD + 64 or len(buf) - pos >= blen
+
+    def _ng_block(self, buf: bytes, rec: np.ndarray, sec: _Section) -> RecordBlock:
+        """A RecordBlock from index_pcapng's columns: each packet's time is its ticks times
+        its interface's scale plus its offset, as the per-block reader computes it (a
+        simple packet block has no time: 0.0)."""
+        k = len(rec)
+        iface = rec[:, 3]
+        lts = np.array([f[0] for f in sec.ifaces] or [0], np.int64)
+        scale = np.array([f[1] for f in sec.ifaces] or [0.0], np.float64)
+        offset = np.array([f[2] for f in sec.ifaces] or [0.0], np.float64)
+        at = np.maximum(iface, 0)
+        ts = rec[:, 2].view(np.uint64).astype(np.float64) * scale[at] + offset[at]
+        simple = iface < 0
+        if simple.any():
+            ts[simple] = 0.0
+        frame = self.frames
+        self.frames = frame + k
+        return RecordBlock(buf, rec[:, 0].copy(), rec[:, 1].copy(), ts,
+                           np.arange(frame + 1, frame + k + 1, dtype=np.int64), lts[at])
+
+    def _pcapng_block(self, sec: _Section) -> tuple[bool, Packet | None]:
+        """Read one pcapng block: (False, None) at the end of the capture or at damage
+        (reported), else (True, the packet it carries or None)."""
+        head = self._take(8)
+        if head is None:
+            if len(self._buf) - self._pos > 0:
+                self._stop("decode", "capture.truncated_block", "block header cut short")
+            return False, None
+        btype_raw = head[:4]
+        if btype_raw == PCAPNG_SHB:
+            bom = self._peek(4)
+            if bom == b"\x4d\x3c\x2b\x1a":
+                sec.order = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                sec.order = ">"
+            else:
+                self._stop("decode", "capture.bad_block", "section header has a bad byte-order magic")
+                return False, None
+            sec.ifaces = []
+        order, ifaces = sec.order, sec.ifaces
+        btype, blen = struct.unpack(order + "II", head)
+        if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+            self._stop("decode", "capture.bad_block_length", f"block length {blen} is invalid")
+            return False, None
+        body = self._take(blen - 8)
+        if body is None:
+            self._stop("decode", "capture.truncated_block", "last block cut short")
+            return False, None
+        body = body[:-4]  # trailing copy of the block length
+        if btype == 1:  # interface description
+            if len(body) < 8:
+                self._stop("decode", "capture.bad_block", "interface block too short")
+                return False, None
+            linktype = struct.unpack(order + "H", body[:2])[0]
+            scale, offset = 1e-6, 0.0
+            opts = body[8:]
+            i = 0
+            while i + 4 <= len(opts):
+                code, olen = struct.unpack(order + "HH", opts[i:i + 4])
+                val = opts[i + 4:i + 4 + olen]
+                if code == 0:
+                    break
+                if code == 9 and len(val) >= 1:   # if_tsresol (the option may be cut)
+                    r = val[0]
+                    scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
+                elif code == 14 and len(val) == 8:    # if_tsoffset, seconds
+                    offset = float(struct.unpack(order + "q", val)[0])
+                i += 4 + ((olen + 3) & ~3)
+            ifaces.append((linktype, scale, offset))
+        elif btype == 6 or btype == 2:  # enhanced / obsolete packet block
+            if len(body) < 20:
+                self._stop("decode", "capture.bad_block", "packet block too short")
+                return False, None
+            if btype == 6:
+                iface, hi, lo, incl, _orig = struct.unpack(order + "IIIII", body[:20])
+            else:
+                iface, _drops, hi, lo, incl, _orig = struct.unpack(order + "HHIIII", body[:20])
+            if iface >= len(ifaces):
+                self._stop("decode", "capture.bad_block", f"packet names unknown interface {iface}")
+                return False, None
+            if incl > len(body) - 20:
+                self._stop("decode", "capture.bad_record_length",
+                           f"captured length {incl} exceeds its block")
+                return False, None
+            lt, scale, offset = ifaces[iface]
+            self.frames += 1
+            return True, (self.frames, ((hi << 32) | lo) * scale + offset, lt, body[20:20 + incl])
+        elif btype == 3:  # simple packet block: no timestamp
+            if not ifaces or len(body) < 4:
+                self._stop("decode", "capture.bad_block", "simple packet block without interface")
+                return False, None
+            orig = struct.unpack(order + "I", body[:4])[0]
+            self.frames += 1
+            return True, (self.frames, 0.0, ifaces[0][0], body[4:4 + orig])
+        elif btype != 0x0A0D0D0A:
+            self.unknown_blocks += 1
+        return True, None
+
+
+class _Section:
+    """The state of a pcapng section: its byte order and interfaces (link type, timestamp
+    scale, timestamp offset)."""
+
+    __slots__ = ("order", "ifaces")
+
+    def __init__(self) -> None:
+        self.order = "<"
+        self.ifaces: list[tuple[int, float, float]] = []

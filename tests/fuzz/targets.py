@@ -55,20 +55,25 @@ def _reader(data: bytes) -> CaptureReader | None:
 
 
 def capture_reader(data: bytes) -> None:
-    """Any bytes as a capture file, read by both read paths (mapped blocks and packets)."""
+    """Any bytes as a capture file, read by both read paths (blocks and packets): the same
+    packets (frame, time, link type, bytes) and the same damage reported."""
+    seen = []
     for blocks in (True, False):
         r = _reader(data)
         if r is None:
             return
-        n = 0
+        got = []
         if blocks:
             for blk in r.blocks(256):
-                n += len(blk)
                 assert (blk.offs >= 0).all() and (blk.offs + blk.incl <= len(blk.buf)).all()
+                got += [(f, t, lt, bytes(blk.buf[o:o + n])) for f, t, lt, o, n in zip(
+                    blk.frame.tolist(), blk.ts.tolist(), blk.linktype.tolist(),
+                    blk.offs.tolist(), blk.incl.tolist())]
         else:
-            for batch in r:
-                n += len(batch)
-        assert n == r.frames and len(r.anomalies) <= 1
+            got = [p for batch in r for p in batch]
+        assert len(got) == r.frames and len(r.anomalies) <= 1
+        seen.append((got, [(a.event, a.frame) for a in r.anomalies], r.unknown_blocks))
+    assert seen[0] == seen[1]
 
 
 def capture(data: bytes) -> None:
