@@ -144,3 +144,50 @@ def test_a_stream_read_live_gives_the_file_s_records(monkeypatch):
         whole = [bytes(b.buf[o:o + n]) for b in CaptureReader(str(path)).blocks()
                  for o, n in zip(b.offs.tolist(), b.incl.tolist())]
         assert live == whole, path.name
+
+
+def test_stream_capture_joins_the_blocks_that_queued_up(monkeypatch):
+    """watch --read -: blocks that queued up while the last was processed come as one (the
+    same records, frames, times and link types in order), at most max_records at a time."""
+    import os
+    import threading
+    import time
+
+    from poolsniff.sources.live import StreamCapture
+    path = max(PCAP_FILES, key=lambda p: p.stat().st_size)
+    data = path.read_bytes()
+    rd, wr = os.pipe()
+
+    def feed():
+        for i in range(0, len(data), 3000):        # small writes: many small blocks
+            os.write(wr, data[i:i + 3000])
+        os.close(wr)
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    monkeypatch.setattr(pcapfile, "LIVE_BLOCK_BYTES", 3000)
+    src = _stream_capture(rd, monkeypatch, StreamCapture)
+    time.sleep(0.5)                                 # let the reader queue up its blocks
+
+    def rows(blocks):
+        return [(int(f), float(ts), int(lt), bytes(b.buf[o:o + n])) for b in blocks
+                for f, ts, lt, o, n in zip(b.frame.tolist(), b.ts.tolist(), b.linktype.tolist(),
+                                           b.offs.tolist(), b.incl.tolist())]
+    got = []
+    while not src.eof:
+        blk = src.read(1.0, max_records=40)
+        if blk is not None:
+            got.append(blk)
+    t.join(10)
+    whole = list(CaptureReader(str(path)).blocks())
+    assert rows(got) == rows(whole)
+    sizes = [len(b) for b in got]
+    assert max(sizes) >= 40 and len(got) < sum(sizes) / 10, sizes
+    assert all(n < 40 + 200 for n in sizes)        # stops once max_records is reached
+
+
+def _stream_capture(fd: int, monkeypatch, cls):
+    import io
+    import types
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(
+        buffer=io.BufferedReader(io.FileIO(fd, "rb", closefd=True))))
+    return cls("-")

@@ -18,7 +18,7 @@ import numpy as np
 
 from poolsniff import native
 from poolsniff.errors import CaptureError, ConfigError
-from poolsniff.sources.pcapfile import CaptureReader, RecordBlock, block_from_packets
+from poolsniff.sources.pcapfile import CaptureReader, RecordBlock, block_from_packets, join_blocks
 
 # libpcap's pcap_activate() status codes (pcap/pcap.h)
 _ACTIVATE_ERRORS = {
@@ -157,11 +157,29 @@ class StreamCapture:
         except queue.Empty:
             return None
         if self.blocks:
-            if first is _END:
-                self.eof = True
+            # the blocks that have queued up while the last was being processed, as one: a
+            # pipe hands over what its writer has written (~130 packets a read from tcpdump or
+            # cat), and a block's fixed cost made 1,000,000 packets in 131-record blocks cost
+            # 3.9 s against 1.3 s in 64 k-record blocks
+            blocks: list[RecordBlock] = []
+            n = 0
+            item = first
+            while True:
+                if item is _END:
+                    self.eof = True
+                    break
+                blocks.append(item)
+                n += len(item)
+                if n >= max_records:
+                    break
+                try:
+                    item = self.q.get_nowait()
+                except queue.Empty:
+                    break
+            if not blocks:
                 return None
-            self.frames += len(first)
-            return first  # type: ignore[no-any-return]
+            self.frames += n
+            return blocks[0] if len(blocks) == 1 else join_blocks(blocks)
         batch = []
         item = first
         while True:

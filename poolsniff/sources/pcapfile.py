@@ -83,6 +83,17 @@ def block_from_packets(batch: list[Packet]) -> RecordBlock:
                        np.fromiter((p[2] for p in batch), np.int64, len(batch)))
 
 
+def join_blocks(blocks: list[RecordBlock]) -> RecordBlock:
+    """Consecutive blocks as one (their buffers joined, the offsets moved with them)."""
+    shift = np.cumsum([0] + [len(b.buf) for b in blocks[:-1]])
+    return RecordBlock(b"".join(b.buf for b in blocks),
+                       np.concatenate([b.offs + s for b, s in zip(blocks, shift.tolist())]),
+                       np.concatenate([b.incl for b in blocks]),
+                       np.concatenate([b.ts for b in blocks]),
+                       np.concatenate([b.frame for b in blocks]),
+                       np.concatenate([b.linktype for b in blocks]))
+
+
 def _pcap_header(hdr: bytes) -> tuple[str, float, int, int, int]:
     """(byte order, timestamp scale, snaplen, link type, largest acceptable record)."""
     order, scale = PCAP_MAGIC[hdr[:4]]
