@@ -57,19 +57,27 @@ static inline uint64_t fold(const uint8_t *p, int v6) {
     return hi ^ lo;
 }
 
+/* an indexer's range: end clamped to the buffer; a negative position or count is an error
+ * (the buffer released, -1) */
+static int index_range(Py_buffer *b, Py_ssize_t pos, Py_ssize_t *end, Py_ssize_t max_records) {
+    if (*end > b->len)
+        *end = b->len;
+    if (pos < 0 || max_records < 0) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_ValueError, "negative position or count");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *index_pcap(PyObject *self, PyObject *args) {
     Py_buffer b;
     Py_ssize_t pos, end, limit, max_records, max_bytes;
     int big;
     if (!PyArg_ParseTuple(args, "y*nnpnnn", &b, &pos, &end, &big, &limit, &max_records, &max_bytes))
         return NULL;
-    if (end > b.len)
-        end = b.len;
-    if (pos < 0 || max_records < 0) {
-        PyBuffer_Release(&b);
-        PyErr_SetString(PyExc_ValueError, "negative position or count");
+    if (index_range(&b, pos, &end, max_records) < 0)
         return NULL;
-    }
     const uint8_t *a = (const uint8_t *)b.buf;
     /* one pass (a block is larger than the caches: a second walk missed them again); the
      * positions go to a buffer that doubles, then to a bytes object of the exact size */
@@ -126,13 +134,8 @@ static PyObject *index_pcapng(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nnpnnnn", &b, &pos, &end, &big, &n_ifaces, &max_records,
                           &max_bytes, &max_block))
         return NULL;
-    if (end > b.len)
-        end = b.len;
-    if (pos < 0 || max_records < 0) {
-        PyBuffer_Release(&b);
-        PyErr_SetString(PyExc_ValueError, "negative position or count");
+    if (index_range(&b, pos, &end, max_records) < 0)
         return NULL;
-    }
     const uint8_t *a = (const uint8_t *)b.buf;
     Py_ssize_t cap = pos + max_bytes, p = pos, k = 0, room = 4096, unknown = 0;
     int nomem = 0;

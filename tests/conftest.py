@@ -12,6 +12,31 @@ CAPTURES = sorted([p for p in PCAPS.iterdir() if p.name.endswith((".pcap", ".pca
                   + [p for p in PUBLIC.rglob("*") if p.suffix in (".pcap", ".pcapng")])
 
 
+def pipe_fed(data: bytes, chunk: int):
+    """A pipe a thread writes ``data`` into, ``chunk`` bytes a write, then closes: (the
+    read end's descriptor, the thread)."""
+    import threading
+    rd, wr = os.pipe()
+
+    def feed():
+        for i in range(0, len(data), chunk):
+            os.write(wr, data[i:i + chunk])
+        os.close(wr)
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    return rd, t
+
+
+def on_stdin(fd: int, monkeypatch, cls=None):
+    """``cls("-")`` (a CaptureReader by default) reading the pipe ``fd`` as stdin."""
+    import io
+    import types
+    from poolsniff.sources.pcapfile import CaptureReader
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(
+        buffer=io.BufferedReader(io.FileIO(fd, "rb", closefd=True))))
+    return (cls or CaptureReader)("-")
+
+
 @pytest.fixture(scope="session")
 def catalogue():
     from poolsniff.signatures import Catalogue

@@ -8,13 +8,11 @@ each kind of damage, read from a file with buffers small enough that blocks are 
 every place, and through a pipe as `watch --read -` reads it.
 """
 
-import os
 import struct
-import threading
 
 import pytest
 
-from conftest import CAPTURES, PCAPS
+from conftest import CAPTURES, PCAPS, on_stdin, pipe_fed
 from poolsniff import native
 from poolsniff.sources import pcapfile
 from poolsniff.sources.pcapfile import CaptureReader
@@ -192,21 +190,9 @@ def test_the_indexer_takes_the_packet_blocks(tmp_path, monkeypatch):
 
 
 def test_a_pcapng_stream_read_live_gives_the_file_s_packets(tmp_path, monkeypatch):
-    import io
-    import types
     for path in PCAPNG[:8] + _built(tmp_path)[:3]:
-        data = path.read_bytes()
-        rd, wr = os.pipe()
-
-        def feed(d=data, w=wr):
-            for i in range(0, len(d), 5000):
-                os.write(w, d[i:i + 5000])
-            os.close(w)
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
-        monkeypatch.setattr("sys.stdin", types.SimpleNamespace(
-            buffer=io.BufferedReader(io.FileIO(rd, "rb", closefd=True))))
-        r = CaptureReader("-")
+        rd, t = pipe_fed(path.read_bytes(), 5000)
+        r = on_stdin(rd, monkeypatch)
         got = _as_blocks(r, live=True)
         t.join(5)
         _same(path, got, r)

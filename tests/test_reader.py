@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from conftest import CAPTURES
+from conftest import CAPTURES, on_stdin, pipe_fed
 from poolsniff.sources import pcapfile
 from poolsniff.sources.pcapfile import CaptureReader, index_records
 
@@ -85,15 +85,6 @@ def test_damage_stops_the_block_reader_like_the_packet_reader(tmp_path, pread_mi
         assert [a.event for a in r.anomalies] == [a.event for a in plain.anomalies], name
 
 
-def _stream_reader(fd: int, monkeypatch):
-    """A CaptureReader on a pipe, as on stdin ('-')."""
-    import io
-    import types
-    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(
-        buffer=io.BufferedReader(io.FileIO(fd, "rb", closefd=True))))
-    return CaptureReader("-")
-
-
 def test_a_live_stream_gives_what_has_arrived_without_waiting(monkeypatch):
     """watch --read -: each block holds the complete records that have arrived; a record
     cut between two writes waits for its end, never for a full block's worth of bytes."""
@@ -105,7 +96,7 @@ def test_a_live_stream_gives_what_has_arrived_without_waiting(monkeypatch):
     cut = int(starts[5]) + 20                      # inside the sixth record
     rd, wr = os.pipe()
     os.write(wr, data[:int(starts[2])])           # the header and two records
-    r = _stream_reader(rd, monkeypatch)
+    r = on_stdin(rd, monkeypatch)
     it = r.blocks(65536, live=True)
     got = []
 
@@ -125,19 +116,9 @@ def test_a_live_stream_gives_what_has_arrived_without_waiting(monkeypatch):
 
 def test_a_stream_read_live_gives_the_file_s_records(monkeypatch):
     """Every capture through a pipe, read live, gives the records of the file."""
-    import os
-    import threading
     for path in PCAP_FILES[:20]:
-        data = path.read_bytes()
-        rd, wr = os.pipe()
-
-        def feed(d=data, w=wr):
-            for i in range(0, len(d), 7000):
-                os.write(w, d[i:i + 7000])
-            os.close(w)
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
-        r = _stream_reader(rd, monkeypatch)
+        rd, t = pipe_fed(path.read_bytes(), 7000)
+        r = on_stdin(rd, monkeypatch)
         live = [bytes(b.buf[o:o + n]) for b in r.blocks(65536, live=True)
                 for o, n in zip(b.offs.tolist(), b.incl.tolist())]
         t.join()
@@ -149,23 +130,13 @@ def test_a_stream_read_live_gives_the_file_s_records(monkeypatch):
 def test_stream_capture_joins_the_blocks_that_queued_up(monkeypatch):
     """watch --read -: blocks that queued up while the last was processed come as one (the
     same records, frames, times and link types in order), at most max_records at a time."""
-    import os
-    import threading
     import time
 
     from poolsniff.sources.live import StreamCapture
     path = max(PCAP_FILES, key=lambda p: p.stat().st_size)
-    data = path.read_bytes()
-    rd, wr = os.pipe()
-
-    def feed():
-        for i in range(0, len(data), 3000):        # small writes: many small blocks
-            os.write(wr, data[i:i + 3000])
-        os.close(wr)
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
     monkeypatch.setattr(pcapfile, "LIVE_BLOCK_BYTES", 3000)
-    src = _stream_capture(rd, monkeypatch, StreamCapture)
+    rd, t = pipe_fed(path.read_bytes(), 3000)      # small writes: many small blocks
+    src = on_stdin(rd, monkeypatch, StreamCapture)
     time.sleep(0.5)                                 # let the reader queue up its blocks
 
     def rows(blocks):
@@ -184,10 +155,3 @@ def test_stream_capture_joins_the_blocks_that_queued_up(monkeypatch):
     assert max(sizes) >= 40 and len(got) < sum(sizes) / 10, sizes
     assert all(n < 40 + 200 for n in sizes)        # stops once max_records is reached
 
-
-def _stream_capture(fd: int, monkeypatch, cls):
-    import io
-    import types
-    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(
-        buffer=io.BufferedReader(io.FileIO(fd, "rb", closefd=True))))
-    return cls("-")
