@@ -787,6 +787,88 @@ def tunnels_xmrig(name: str) -> None:
                   "2001:db8:ffff::2"])
 
 
+# ---------------------------------------------------------------------------------- fragments
+def fragments_xmrig(name: str) -> None:
+    """Mining whose datagrams arrive in IP fragments: an XMRig session whose large packets
+    are IPv4 fragments (every other datagram's fragments in reverse order, some first
+    fragments sent twice as a mirror port would), the same over IPv6 (Fragment header), and
+    one mirrored through ERSPAN whose outer GRE packets are fragmented on the mirror's path
+    (full-size frames plus the tunnel's bytes exceed the path MTU); a pool lookup's DNS
+    answer in fragments (the question is not captured: the answer alone names the asker);
+    a datagram whose last fragment never comes, and one whose fragments disagree."""
+    from scapy.layers.inet import fragment
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+    frames = []
+
+    def v4_fragments(q, ident, fragsize, k):  # noqa: ANN001, ANN202
+        q[IP].id = ident
+        parts = fragment(q, fragsize=fragsize)
+        if k % 2:
+            parts = parts[::-1]
+        if k % 3 == 0:
+            parts = [parts[0], parts[0].copy()] + parts[1:]
+        return parts
+
+    miners = {}
+    f4 = Flow("10.6.0.10", "203.0.113.150", 50200, 3333)
+    xmrig_session(f4, n=4)
+    for k, q in enumerate(tcp_packets(f4)):
+        for p in v4_fragments(q, 1000 + k, 96, k) if len(q) > 120 else [q]:
+            frames.append(_at(_eth() / p, q.time))
+    miners["10.6.0.10"] = "203.0.113.150:3333"
+    f6 = Flow("3fff:5::10", "3fff:5::150", 50201, 3333, v6=True)
+    xmrig_session(f6, n=4)
+    for k, q in enumerate(tcp_packets(f6)):
+        if len(q) > 140:
+            head = IPv6(src=q[IPv6].src, dst=q[IPv6].dst)
+            parts = fragment6(head / IPv6ExtHdrFragment(id=2000 + k) / q[IPv6].payload, 128)
+            parts = parts[::-1] if k % 2 else parts
+        else:
+            parts = [q]
+        for p in parts:
+            frames.append(_at(_eth() / p, q.time))
+    miners["3fff:5::10"] = "[3fff:5::150]:3333"
+    fe = Flow("10.6.0.30", "203.0.113.151", 50202, 3333)
+    xmrig_session(fe, n=4)
+    for k, q in enumerate(tcp_packets(fe)):
+        outer = IP(src="192.0.2.21", dst="192.0.2.22") / GRE(seqnum_present=1, seqence_number=k) \
+            / ERSPAN_II(session_id=8, vlan=0) / _eth() / q
+        for p in v4_fragments(outer, 3000 + k, 128, k) if len(outer) > 150 else [outer]:
+            frames.append(_at(_eth() / p, q.time))
+    miners["10.6.0.30"] = "203.0.113.151:3333"
+    # the answer to a pool lookup, in three fragments (the question went unseen)
+    ans = IP(src="10.6.0.53", dst="10.6.0.40", id=4000) / UDP(sport=53, dport=40040) / DNS(
+        id=40, qr=1, rd=1, ra=1, qd=DNSQR(qname="pool.supportxmr.com"),
+        an=DNSRR(rrname="pool.supportxmr.com", type="A", rdata="203.0.113.152", ttl=60))
+    for p in fragment(ans, fragsize=32):
+        frames.append(_at(_eth() / p, T0 + 0.2))
+    # a datagram whose last fragment never comes; one whose two first fragments disagree
+    line = b'{"id":1,"jsonrpc":"2.0","method":"eth_blockNumber","params":[]}\n' * 3
+    lost = IP(src="10.6.0.50", dst="10.6.0.51", id=5000) / TCP(sport=40050, dport=8545, flags="PA") / Raw(line)
+    for p in fragment(lost, fragsize=64)[:-1]:
+        frames.append(_at(_eth() / p, T0 + 0.3))
+    odd = IP(src="10.6.0.50", dst="10.6.0.51", id=5001) / TCP(sport=40051, dport=8545, flags="PA") / Raw(line)
+    parts = fragment(odd, fragsize=64)
+    forged = parts[0].copy()
+    forged[Raw].load = forged[Raw].load[:-8] + b"XXXXXXXX"
+    for p in [parts[0], forged] + parts[1:]:
+        frames.append(_at(_eth() / p, T0 + 0.4))
+    frames.sort(key=lambda p: float(p.time))      # stable: fragments keep their order
+    w = PcapWriter(str(HERE / name), linktype=1, sync=True)
+    for fr in frames:
+        w.write(fr)
+    w.close()
+    expect(name, miners=miners, suspects=["10.6.0.40"], clean=["10.6.0.50"], dialect="xmrig",
+           submitted=4, outer=["192.0.2.21", "192.0.2.22"],
+           skipped=["ip.fragment", "ip.datagram_incomplete", "ip.fragment_overlap_different"])
+
+
+def _at(p, t: float):  # noqa: ANN001, ANN202
+    """The packet with its capture time set."""
+    p.time = t
+    return p
+
+
 # ---------------------------------------------------------------------------------- raw writers
 def _frame(p, link: str) -> bytes:  # noqa: ANN001
     """Bytes of one frame in a link type scapy does not write for us."""
@@ -1021,6 +1103,7 @@ def main() -> None:
     VARIANT.clear()
     proxied_other("proxies_other.pcap")
     tunnels_xmrig("tunnels_xmrig.pcap")
+    fragments_xmrig("fragments_xmrig.pcap")
     wan_links("wan_links.pcapng")
     (HERE / "expected.json").write_text(json.dumps(EXPECTED, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(EXPECTED)} captures to {HERE}")

@@ -26,7 +26,7 @@ from poolsniff.decode import UDP_GENEVE, UDP_GTPU, UDP_VXLAN
 from poolsniff.dedup import keys_numpy
 from poolsniff.hashing import HASH_K1, HASH_K2, HASH_K3
 from poolsniff.model import Segment
-from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, gc_between_batches
+from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, flow_key, gc_between_batches
 from poolsniff.sources.pcapfile import RecordBlock
 
 if TYPE_CHECKING:
@@ -285,7 +285,9 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     interesting = [fallback, dns, others_dns]
     tcp_want = np.empty(0, np.int64)
     if groups is not None:
-        _resolve(sc, blk, hd, groups)
+        mixed = {flow_key(d[0].src, d[0].sport, d[0].dst, d[0].dport)
+                 for d in slow.values() if d is not None and d[0].proto == 6}
+        _resolve(sc, blk, hd, groups, mixed)
         tcp_want = _bulk(sc, blk, hd, groups)
         interesting.append(tcp_want)
     # 0 tcp, 1 fallback, 2 dns, 3 another part's dns, 4 DNS over TCP only (the flow path
@@ -344,9 +346,7 @@ def _evictions_known(sc: Scanner, blk: RecordBlock, hd: Headers, firsts: np.ndar
     for sa, da, ln, sp, dp in zip(hd.src_at[firsts].tolist(), hd.dst_at[firsts].tolist(),
                                   hd.alen[firsts].tolist(), hd.sport[firsts].tolist(),
                                   hd.dport[firsts].tolist()):
-        ka = (buf[sa:sa + ln], sp)
-        kb = (buf[da:da + ln], dp)
-        key = (ka, kb) if ka < kb else (kb, ka)
+        key = flow_key(buf[sa:sa + ln], sp, buf[da:da + ln], dp)
         if key in flows:
             touched.add(key)
         else:
@@ -384,7 +384,8 @@ def _split(sc: Scanner, hd: Headers, common: np.ndarray) -> tuple[np.ndarray, np
     return dns, others_dns, tcp
 
 
-def _resolve(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> None:
+def _resolve(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups,
+             mixed: set[tuple[Any, ...]]) -> None:
     """Each group's flow, found or created in the order of the groups' first packets; groups
     whose packets may split into two sessions, or that open with a reset, are left to the
     per-packet handlers."""
@@ -410,11 +411,16 @@ def _resolve(sc: Scanner, blk: RecordBlock, hd: Headers, gr: _Groups) -> None:
             blk.frame[fi].tolist(), blk.ts[fi].tolist()):
         s_ip = buf[sa:sa + ln]
         d_ip = buf[da:da + ln]
-        ka = (s_ip, sp)
-        kb = (d_ip, dp)
-        key = (ka, kb) if ka < kb else (kb, ka)
+        key = flow_key(s_ip, sp, d_ip, dp)
         flow = flows.get(key)
         gr.keys[g] = key
+        if key in mixed:
+            # the flow also has packets only the per-packet decoder takes in this block
+            # (IP fragments, IPv6 extension headers): all of its packets take the per-packet
+            # handlers, in capture order, or the group's bulk counters and the fallback
+            # packets would update the flow out of order
+            gr.slow.append(g)
+            continue
         if flow is not None and flow.closed and fl0 & (TH_SYN | TH_ACK) == TH_SYN and not reopen[g]:
             # a new connection on a closed 5-tuple (port reuse, a reconnecting miner, a looped
             # replay) that opens the group: the old flow ends here, as at Scanner._tcp's SYN

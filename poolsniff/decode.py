@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from poolsniff.defrag import Defragmenter
 from poolsniff.model import Segment
 
 ETH_IPV4 = 0x0800
@@ -40,6 +41,7 @@ IPV6_EXT = (0, 43, 60, 51)  # hop-by-hop, routing, destination options, AH
 IPV6_FRAG = 44
 
 _H = struct.Struct("!H")
+_I = struct.Struct("!I")
 _HH = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBB")
 
@@ -52,7 +54,7 @@ class DecodeStats:
     decoded: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     # where the IP and transport headers of the last packet decoded start (what the
-    # duplicate key reads, poolsniff.dedup.dup_key)
+    # duplicate key reads, poolsniff.dedup.dup_key); -1 for a reassembled datagram
     ip_at: int = 0
     l4_at: int = 0
 
@@ -209,27 +211,34 @@ def link_to_ip(linktype: int, buf: bytes, stats: DecodeStats) -> int | None:
     return None
 
 
-def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats) -> Segment | None:
+def decode(frame: int, ts: float, linktype: int, buf: bytes, stats: DecodeStats,
+           frags: Defragmenter | None = None) -> Segment | None:
     """Decode one frame into a TCP/UDP ``Segment`` (of the innermost packet, when tunnels
-    carry it), or count why not."""
+    carry it), or count why not. With ``frags`` (the scanner's, which lives as long as the
+    capture) IP fragments are held there, and the fragment that completes a datagram
+    decodes as the whole datagram; without, a fragment is counted and skipped."""
     stats.packets += 1
     off = link_to_ip(linktype, buf, stats)
     if off is None:
         return None
     bound = len(buf)                        # an inner packet ends where its carrier does
+    frame_bytes = buf
     for _depth in range(MAX_ENCAP + 1):
-        seg_or_inner = _ip(frame, ts, buf, off, bound, stats)
+        seg_or_inner = _ip(frame, ts, buf, off, bound, stats, frags)
         if not isinstance(seg_or_inner, tuple):
+            if seg_or_inner is not None and buf is not frame_bytes:
+                stats.ip_at = stats.l4_at = -1      # a reassembled datagram: not in the frame
             return seg_or_inner
-        off, bound = seg_or_inner
+        buf, off, bound = seg_or_inner
     stats.skip("tunnel.too_deep")
     return None
 
 
-def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
-        stats: DecodeStats) -> Segment | tuple[int, int] | None:
+def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeStats,
+        frags: Defragmenter | None = None) -> Segment | tuple[bytes, int, int] | None:
     """The IP packet at ``off`` (captured bytes end at ``bound``): a Segment, None (counted),
-    or (offset, bound) of the IP packet a tunnel in it carries."""
+    or (buffer, offset, bound) of the IP packet to decode next: the one a tunnel in it
+    carries, or the whole datagram this fragment completes (a buffer of its own)."""
     if bound < off + 20:
         stats.skip("ip.short")
         return None
@@ -248,12 +257,25 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
         if end > bound:
             end = bound                                    # snaplen-truncated packet
         frag = _H.unpack_from(buf, off + 6)[0]
-        if frag & 0x3FFF:                                  # MF set or offset > 0
-            stats.skip("ip.fragment")
-            return None
         proto = buf[off + 9]
         src = buf[off + 12:off + 16]
         dst = buf[off + 16:off + 20]
+        if frag & 0x3FFF:                                  # MF set or offset > 0
+            if frags is None or declared > bound:
+                stats.skip("ip.fragment_truncated" if frags is not None else "ip.fragment")
+                return None
+            whole = frags.add((4, src, dst, proto, _H.unpack_from(buf, off + 4)[0]), ts,
+                              (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[off + ihl:end],
+                              None, stats)
+            if whole is None or ihl + len(whole[0]) > 0xFFFF:
+                stats.skip("ip.fragment")
+                return None
+            # the datagram as one packet: this header, its length and fragment fields mended
+            hdr = bytearray(buf[off:off + ihl])
+            _H.pack_into(hdr, 2, ihl + len(whole[0]))
+            _H.pack_into(hdr, 6, frag & 0x4000)
+            packet = bytes(hdr) + whole[0]
+            return packet, 0, len(packet)
         l4 = off + ihl
         wirelen = declared - off
     elif ver == 6:
@@ -277,8 +299,21 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
             if proto == IPV6_FRAG:
                 fo = _H.unpack_from(buf, l4 + 2)[0]
                 if fo & 0xFFF9:                            # offset > 0 or M flag
-                    stats.skip("ip.fragment")
-                    return None
+                    if frags is None or declared > bound:
+                        stats.skip("ip.fragment_truncated" if frags is not None else "ip.fragment")
+                        return None
+                    whole = frags.add((6, src, dst, _I.unpack_from(buf, l4 + 4)[0]), ts,
+                                      fo & 0xFFF8, bool(fo & 1), buf[l4 + 8:end], buf[l4], stats)
+                    if whole is None:
+                        stats.skip("ip.fragment")
+                        return None
+                    # the datagram as one packet: this fixed header, the fragmentable part's
+                    # first header next (the extension headers before it are not needed)
+                    hdr = bytearray(buf[off:off + 40])
+                    _H.pack_into(hdr, 4, len(whole[0]))
+                    hdr[6] = whole[1]
+                    packet = bytes(hdr) + whole[0]
+                    return packet, 0, len(packet)
                 nxt, ln = buf[l4], 8
             elif proto == 51:
                 nxt, ln = buf[l4], (buf[l4 + 1] + 2) * 4
@@ -312,15 +347,15 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int,
         if dport in _UDP_TUNNELS or sport == UDP_GTPU:
             inner = _udp_tunnel(buf, sport, dport, l4 + 8, end, stats)
             if inner != NOT_A_TUNNEL:
-                return None if inner is None else (inner, end)
+                return None if inner is None else (buf, inner, end)
         stats.decoded += 1
         stats.ip_at, stats.l4_at = off, l4
         return Segment(frame, ts, ver, src, dst, 17, sport, dport, 0, 0, buf[l4 + 8:end], wirelen)
     if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
-        return (l4, end)
+        return buf, l4, end
     if proto == IPPROTO_GRE:
         inner = _gre(buf, l4, end, stats)
-        return None if inner is None else (inner, end)
+        return None if inner is None else (buf, inner, end)
     stats.skip("l4.other")
     return None
 

@@ -52,8 +52,9 @@ _TCP_NUMS = struct.Struct("!II")
 
 def dup_key(seg: Segment, buf: bytes, ip: int, l4: int) -> int:
     """The duplicate key (unsigned 64 bits; 0: none) of a decoded packet whose IP header
-    starts at ``ip`` and transport header at ``l4`` in ``buf``."""
-    if seg.proto != 6:
+    starts at ``ip`` and transport header at ``l4`` in ``buf`` (-1: a datagram reassembled
+    from fragments, which has no key: its copies are counted twice)."""
+    if seg.proto != 6 or ip < 0:
         return 0
     if seg.version == 6:
         ident = _I.unpack_from(buf, ip)[0] & 0xFFFFF

@@ -29,6 +29,7 @@ import numpy as np
 
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
+from poolsniff.defrag import Defragmenter
 from poolsniff.dedup import Dedup, dup_key
 from poolsniff.dnstcp import DnsOverTcp
 from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
@@ -172,6 +173,12 @@ class Stats:
         }
 
 
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[Any, ...]:
+    """A TCP flow's key in the flow table: its two endpoints, the lesser first."""
+    a, b = (src, sport), (dst, dport)
+    return (a, b) if a < b else (b, a)
+
+
 class Flow:
     """One TCP or UDP conversation; side 0 is the endpoint seen first."""
 
@@ -242,6 +249,7 @@ class Scanner:
         # dedup: drop mirror-port copies of packets (every part drops the same ones)
         self.dedup = Dedup() if dedup else None
         self._dns_streams = DnsOverTcp()     # port-53 TCP, read for DNS messages (dnstcp.py)
+        self.frags = Defragmenter()          # IP fragments, until their datagram is whole
         self.max_flows = max_flows or MAX_FLOWS
         # part (k, n): this scanner is worker k of n over the same packets (--jobs). It owns the
         # flows whose flow_hash is k mod n and the DNS messages likewise; it still learns pool
@@ -304,8 +312,9 @@ class Scanner:
         ds = self.stats.decode if self.lead else self._uncounted
         keyed = self.dedup is not None
         out: list[tuple[Segment, int] | None] = []
+        frags = self.frags
         for frame, ts, linktype, buf in batch:
-            seg = decode(frame, ts, linktype, buf, ds)
+            seg = decode(frame, ts, linktype, buf, ds, frags)
             out.append(None if seg is None else
                        (seg, dup_key(seg, buf, ds.ip_at, ds.l4_at) if keyed else 0))
         return out
@@ -433,9 +442,7 @@ class Scanner:
 
     # -- TCP -----------------------------------------------------------------------------
     def _tcp(self, seg: Segment) -> None:
-        a = (seg.src, seg.sport)
-        b = (seg.dst, seg.dport)
-        key = (a, b) if a < b else (b, a)
+        key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
         flow = self.flows.get(key)
         if flow is not None and seg.flags & (TH_SYN | TH_ACK) == TH_SYN and flow.closed:
             # a new connection on a closed 5-tuple (port reuse, a reconnecting miner)
@@ -885,6 +892,7 @@ class Scanner:
         self._finish(f)
 
     def finish_all(self) -> None:
+        self.frags.flush(self.stats.decode if self.lead else self._uncounted)
         self.closing.clear()
         self.winding.clear()
         while self.flows:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import PCAPS, ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
-from run_fuzz import _deflated_ws_seed  # noqa: E402
+from run_fuzz import _deflated_ws_seed, fragment_seed  # noqa: E402
 from targets import TARGETS  # noqa: E402
 
 def _tunnel_frames() -> list[bytes]:
@@ -40,6 +40,8 @@ SEEDS = {
     "http_websocket": [_deflated_ws_seed()],
     # a link-type byte (1: Ethernet), then a frame: tunnelled ones (C header pass == decoder)
     "decode": [b"\x01" + f for f in _tunnel_frames()],
+    # frames with IPv4/IPv6 fragments (and an ERSPAN mirror fragmented outside), in turn
+    "ip_fragments": [fragment_seed()],
     # the same openings as a TCP session through the whole scanner (chunks alternate sides)
     "pipeline": [b"CONNECT pool.supportxmr.com:3333 HTTP/1.1\r\n\r\n\xffHTTP/1.1 200 OK\r\n\r\n\xff"
                  b'{"id":1,"method":"login","params":{"login":"x","agent":"XMRig/6"}}\n\xff'

@@ -90,8 +90,8 @@ def test_summary_numbers_are_exact(generated):
     s = rep["summary"]
     hosts = doc["hosts"]
     mining = [h for h in hosts if h["verdict"] == "mining"]
-    assert s["mining_ips"] == len(mining) == 45
-    assert s["suspect_ips"] == sum(h["verdict"] == "suspect" for h in hosts) == 5
+    assert s["mining_ips"] == len(mining) == 48
+    assert s["suspect_ips"] == sum(h["verdict"] == "suspect" for h in hosts) == 6
     # categories and cities, from the independent look-up
     cats: dict[str, int] = {}
     cities: dict[str, int] = {}
@@ -102,9 +102,9 @@ def test_summary_numbers_are_exact(generated):
         cities[inst["city"] if inst else "unregistered"] = \
             cities.get(inst["city"] if inst else "unregistered", 0) + 1
     assert s["ips_by_category"] == cats == {"enterprise": 7, "university": 6, "government": 4,
-                                            "internet_cafe": 3, "unregistered": 24, "datacenter": 1}
-    assert s["ips_by_city"] == cities == {"苏州": 10, "南京": 7, "徐州": 4, "unregistered": 24}
-    assert s["institutional_share"] == pytest.approx(17 / 45)
+                                            "internet_cafe": 3, "unregistered": 27, "datacenter": 1}
+    assert s["ips_by_city"] == cities == {"苏州": 10, "南京": 7, "徐州": 4, "unregistered": 27}
+    assert s["institutional_share"] == pytest.approx(17 / 48)
     # hashrate: per algorithm, the sum of the hosts' estimates, inside its interval
     per_algo: dict[str, list[float]] = {}
     for h in mining:
@@ -441,7 +441,7 @@ def test_geoip_places_unregistered_ips_in_a_city(generated, tmp_path):
         rep = json.loads(r.stdout)
         n = sum(h["ip"].startswith("10.3.0.") and h["verdict"] == "mining" for h in doc["hosts"])
         assert n == 2 and rep["summary"]["ips_by_city"][city] == n
-        assert rep["summary"]["ips_by_category"]["unregistered"] == 24    # still unregistered
+        assert rep["summary"]["ips_by_category"]["unregistered"] == 27    # still unregistered
         assert {h["geoip_city"] for h in rep["hosts"] if h["ip"].startswith("10.3.0.")} == {city}
     bad = tmp_path / "bad.mmdb"
     bad.write_bytes(b"not a database")

@@ -56,6 +56,16 @@ def _deflated_ws_seed() -> bytes:
             + bytes([0x41, h]) + z2[:h] + bytes([0x80, len(z2) - h]) + z2[h:])
 
 
+def fragment_seed() -> bytes:
+    """The frames of pcaps/fragments_xmrig.pcap, each a 2-byte length and its bytes."""
+    from poolsniff.sources.pcapfile import CaptureReader
+    out = b""
+    for blk in CaptureReader(str(ROOT / "pcaps" / "fragments_xmrig.pcap")).blocks(4096):
+        for o, n in zip(blk.offs.tolist(), blk.incl.tolist()):
+            out += n.to_bytes(2, "big") + blk.buf[o:o + n]
+    return out
+
+
 def seeds(target: str, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     files: list[bytes] = []
@@ -65,6 +75,7 @@ def seeds(target: str, d: Path) -> None:
         if target == "scan_pcap":      # tunnelled traffic and DNS over TCP through the scanner too
             files.append((pcaps / "tunnels_xmrig.pcap").read_bytes())
             files.append((pcaps / "dns_over_tcp.pcap").read_bytes())
+            files.append((pcaps / "fragments_xmrig.pcap").read_bytes())
     elif target == "capture_pcapng":
         files = [p.read_bytes() for p in sorted(pcaps.glob("*.pcapng"))]
     elif target in ("json_dialects", "line_framer", "pipeline"):
@@ -91,6 +102,8 @@ def seeds(target: str, d: Path) -> None:
             for blk in CaptureReader(str(pcaps / name)).blocks(4096):
                 for o, n in zip(blk.offs.tolist()[::7], blk.incl.tolist()[::7]):
                     files.append(b"\x01" + blk.buf[o:o + n])
+    elif target == "ip_fragments":    # frames, each a 2-byte length and its bytes
+        files = [fragment_seed()]
     elif target == "dns":
         files = [bytes.fromhex("12348180000100010000000004706f6f6c076578616d706c6503636f6d0000010001"
                                "c00c000100010000003c0004cb007101")]

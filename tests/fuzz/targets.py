@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from poolsniff import dialects, native
+from poolsniff import defrag, dialects, native
 from poolsniff.batch import feed_block, headers_c
 from poolsniff.dedup import dup_key
 from poolsniff.decode import DecodeStats, decode
+from poolsniff.defrag import Defragmenter
 from poolsniff.errors import CaptureError, ConfigError
 from poolsniff.framing import MAX_LINE_BYTES, HttpFramer, LineFramer, WebSocketFramer, parse_json
 from poolsniff.model import Segment
@@ -119,6 +120,29 @@ def decode_frame(data: bytes) -> None:
            seg.payload, seg.wirelen, seg.missing)
     assert got == ref, (got, ref)
     assert int(hd.dupkey[0]) == key, "the duplicate keys differ"
+
+
+def fragments_frames(data: bytes) -> list[bytes]:
+    """``data`` as Ethernet frames, each a 2-byte length and then its bytes."""
+    out, i = [], 0
+    while i + 2 <= len(data) and len(out) < 2000:
+        n = int.from_bytes(data[i:i + 2], "big")
+        out.append(data[i + 2:i + 2 + n])
+        i += 2 + n
+    return out
+
+
+def ip_fragments(data: bytes) -> None:
+    """Frames decoded in turn with one defragmenter (as a scanner decodes them): nothing
+    raises, the held state stays within its bounds and adds up."""
+    ds = DecodeStats()
+    frags = Defragmenter()
+    for n, frame in enumerate(fragments_frames(data), 1):
+        decode(n, n * 0.5, 1, frame, ds, frags)
+        assert len(frags.held) <= defrag.MAX_DATAGRAMS
+        assert frags.held_bytes == sum(d.held for d in frags.held.values()) <= defrag.MAX_HELD_BYTES
+    frags.flush(ds)
+    assert not frags.held and frags.held_bytes == 0
 
 
 # -- streams -------------------------------------------------------------------------------
@@ -243,7 +267,7 @@ def registry(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "capture_pcap": capture_reader, "capture_pcapng": capture_reader,
-    "scan_pcap": capture, "decode": decode_frame,
+    "scan_pcap": capture, "decode": decode_frame, "ip_fragments": ip_fragments,
     "line_framer": line_framer, "tcp_stream": tcp_stream, "http_websocket": http_websocket,
     "json_dialects": json_dialects, "dns": dns, "tls_client_hello": tls_client_hello,
     "proxy": proxy,
