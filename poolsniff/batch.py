@@ -591,8 +591,11 @@ def _dispatch(sc: Scanner, blk: RecordBlock, hd: Headers, todo: np.ndarray, kind
                 miss: int) -> Segment:
         """Record i as the per-packet decoder's Segment, from the parsed columns."""
         sa, da, ln = int(src_at[i]), int(dst_at[i]), int(alen[i])
+        # a UDP packet's IPv4 identification sits 8 bytes before its source address
+        ident = (buf[sa - 8] << 8 | buf[sa - 7]) if proto == 17 and ln == 4 else -1
         return Segment(frame, ts, 6 if ln == 16 else 4, buf[sa:sa + ln], buf[da:da + ln], proto,
-                       int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss)
+                       int(sport[i]), int(dport[i]), fl, sq, buf[ps:pe], int(wirelen[i]), miss,
+                       ident)
 
     for i, k, frame, ts, g, sd, fl, sq, ps, pe, miss in cols:
         if dset and i in dset:              # DNS over TCP (4: nothing else to do)

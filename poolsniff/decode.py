@@ -350,7 +350,8 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
                 return None if inner is None else (buf, inner, end)
         stats.decoded += 1
         stats.ip_at, stats.l4_at = off, l4
-        return Segment(frame, ts, ver, src, dst, 17, sport, dport, 0, 0, buf[l4 + 8:end], wirelen)
+        return Segment(frame, ts, ver, src, dst, 17, sport, dport, 0, 0, buf[l4 + 8:end], wirelen,
+                       0, _H.unpack_from(buf, off + 4)[0] if ver == 4 else -1)
     if proto == IPPROTO_IPIP or proto == IPPROTO_IPV6:
         return buf, l4, end
     if proto == IPPROTO_GRE:

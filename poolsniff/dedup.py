@@ -24,7 +24,8 @@ identical packets, and real (13% of the packets of the public ndpi ethereum capt
 are identical resets, 5 ms apart; ndpi tls_port_80 repeats a SYN-ACK); and UDP,
 whose checksum may be 0 or, captured on the sender with checksum offload, a constant
 that does not sum the payload (distinct QUIC packets of the public quic-v2 capture
-share every other field).
+share every other field). DNS over UDP, the one UDP protocol the scanner reads, is
+deduplicated by message instead (:class:`DnsCopies`).
 
 The batch path computes keys in C (``_fastpath.parse_headers``, column ``dupkey``) or
 numpy; :func:`dup_key` is the reference, from a packet the per-packet decoder decoded.
@@ -34,6 +35,8 @@ answer whatever the block boundaries."""
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
@@ -124,3 +127,33 @@ class Dedup:
         keep = f > int(frames[-1]) - WINDOW_FRAMES
         self.frames, self.ts, self.keys = f[keep], t[keep], k[keep]
         return out
+
+
+class DnsCopies:
+    """Mirror-port copies of DNS messages over UDP (UDP packets have no packet key): the
+    same message -- endpoints, ports, IPv4 identification and every byte -- again within
+    WINDOW_FRAMES frames and WINDOW_S seconds of the last time it was seen is a copy. A
+    stub resolver retries a query after a timeout (hundreds of milliseconds at the least);
+    a host that sends one mDNS query twice at once sends two IPv4 identifications (nDPI's
+    wechat capture); neither is taken for a copy. Holds at most the messages of the last
+    WINDOW_FRAMES frames."""
+
+    def __init__(self) -> None:
+        self.recent: OrderedDict[tuple[Any, ...], tuple[int, float]] = OrderedDict()
+
+    def reset(self) -> None:
+        """A new capture file: its frame numbers start again."""
+        self.recent.clear()
+
+    def copy(self, seg: Segment) -> bool:
+        recent = self.recent
+        key = (seg.src, seg.dst, seg.sport, seg.dport, seg.ident, seg.payload)
+        prev = recent.pop(key, None)
+        recent[key] = (seg.frame, seg.ts)
+        if len(recent) > WINDOW_FRAMES + 1:
+            # a frame carries one message at most: what is older than the window goes (an
+            # entry outside the window left in place is never taken for a copy's original)
+            while next(iter(recent.values()))[0] < seg.frame - WINDOW_FRAMES:
+                recent.popitem(last=False)
+        return prev is not None and seg.frame - prev[0] <= WINDOW_FRAMES \
+            and abs(seg.ts - prev[1]) <= WINDOW_S

@@ -34,6 +34,7 @@ class Segment:
     payload: bytes
     wirelen: int          # bytes of the IP packet on the wire (header included)
     missing: int = 0      # payload bytes the capture cut off (snaplen), still on the wire
+    ident: int = -1       # a UDP packet's IPv4 identification (-1: not kept; IPv6 has none)
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ import numpy as np
 from poolsniff import dialects
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.defrag import Defragmenter
-from poolsniff.dedup import Dedup, dup_key
+from poolsniff.dedup import Dedup, DnsCopies, dup_key
 from poolsniff.dnstcp import DnsOverTcp
 from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
@@ -248,6 +248,7 @@ class Scanner:
         self.cat = catalogue
         # dedup: drop mirror-port copies of packets (every part drops the same ones)
         self.dedup = Dedup() if dedup else None
+        self.dns_copies = DnsCopies() if dedup else None
         self._dns_streams = DnsOverTcp()     # port-53 TCP, read for DNS messages (dnstcp.py)
         self.frags = Defragmenter()          # IP fragments, until their datagram is whole
         self.max_flows = max_flows or MAX_FLOWS
@@ -290,6 +291,8 @@ class Scanner:
         self.file = name
         if self.dedup is not None:
             self.dedup.reset()
+        if self.dns_copies is not None:
+            self.dns_copies.reset()
 
     def feed(self, batch: list[Packet]) -> None:
         """The per-packet path: every packet decoded and dispatched on its own (decoded all
@@ -387,6 +390,10 @@ class Scanner:
         """A DNS message: a lookup of a pool name is a sign on the client; the addresses in the
         answer become pool endpoints. ``learn_only``: another --jobs part owns the message and
         reports it; this one only learns the endpoints."""
+        if seg.proto == 17 and self.dns_copies is not None and self.dns_copies.copy(seg):
+            if not learn_only:
+                self.stats.duplicates += 1      # a mirror-port copy (every part drops it)
+            return
         res = parse_dns(seg.payload)
         if res is None:
             return

@@ -58,12 +58,18 @@ def _doubled(src, dst, copy=lambda fr, n: fr, gap=30e-6):
 
 
 def _keyed(path):
-    """How many of a capture's packets have a duplicate key (those dedup can drop)."""
+    """How many of a capture's packets dedup can drop: TCP segments with a duplicate key,
+    and DNS messages over UDP (deduplicated by message)."""
     n = 0
     for frame, ts, lt, buf in CaptureReader(str(path)).packets():
         ds = DecodeStats()
         seg = decode(frame, ts, lt, buf, ds)
-        n += seg is not None and dup_key(seg, buf, ds.ip_at, ds.l4_at) != 0
+        if seg is None:
+            continue
+        if seg.proto == 17:
+            n += seg.sport == 53 or seg.dport == 53 or seg.sport == 5353
+        else:
+            n += dup_key(seg, buf, ds.ip_at, ds.l4_at) != 0
     return n
 
 
@@ -102,6 +108,51 @@ def test_span_copies_are_counted_once(how, tmp_path, catalogue):
     raw = scan_files([str(dup)], catalogue, dedup=False)
     (c,) = [h.to_dict() for h in raw.hosts]
     assert c["pkts_toserver"] == 2 * a["pkts_toserver"] and raw.stats["duplicates"] == 0
+
+
+@pytest.mark.parametrize("how", ["identical", "routed"])
+def test_dns_copies_are_counted_once(how, tmp_path, catalogue):
+    """Pool lookups mirrored twice (UDP: no packet key; deduplicated by message): the
+    suspects' evidence and the DNS counters are the single feed's, on both paths."""
+    src = PCAPS / "dns_tls_sni.pcap"
+    dup = _doubled(src, tmp_path / "dup.pcap", {"identical": lambda fr, n: fr,
+                                                 "routed": lambda fr, n: _routed(fr)}[how])
+    one = scan_files([str(src)], catalogue)
+    dns = sum(1 for p in CaptureReader(str(src)).packets()
+              if (s := decode(*p, DecodeStats())) is not None and s.proto == 17)
+    assert one.stats["dns_messages"] == dns > 0
+    def same(res):      # the records but where the evidence is (another file, other frames)
+        out = [h.to_dict() for h in res.hosts]
+        for h in out:
+            h["evidence"] = [(e["ts"], e["reason"]) for e in h["evidence"]]
+        return out
+    for fast in (True, False):
+        two = scan_files([str(dup)], catalogue, fast=fast)
+        assert same(two) == same(one), (how, fast)
+        assert two.stats["dns_messages"] == dns
+        assert two.stats["duplicates"] == _keyed(src) >= dns
+    raw = scan_files([str(dup)], catalogue, dedup=False)
+    assert raw.stats["dns_messages"] == 2 * dns
+
+
+def test_a_dns_message_sent_twice_is_not_a_copy(tmp_path, catalogue):
+    """The same query sent twice at once (two IPv4 identifications, as a host with two
+    sockets sends an mDNS query), or again after a resolver's timeout: both are read."""
+    import dpkt
+    (q,) = [p for p in CaptureReader(str(PCAPS / "dns_tls_sni.pcap")).packets()
+            if (s := decode(*p, DecodeStats())) is not None and s.proto == 17
+            and s.dport == 53][:1]
+    again = bytearray(q[3])
+    struct.pack_into("!H", again, 14 + 4, struct.unpack_from("!H", again, 14 + 4)[0] ^ 0x55)
+    f = tmp_path / "twice.pcap"
+    with open(f, "wb") as fo:
+        w = dpkt.pcap.Writer(fo, linktype=q[2])
+        w.writepkt(q[3], q[1])
+        w.writepkt(bytes(again), q[1] + 0.0003)          # another identification, at once
+        w.writepkt(q[3], q[1] + 2 * WINDOW_S)              # the same bytes, a timeout later
+    for fast in (True, False):
+        res = scan_files([str(f)], catalogue, fast=fast)
+        assert res.stats["dns_messages"] == 3 and res.stats["duplicates"] == 0
 
 
 def test_every_capture_mirrored_twice(tmp_path, catalogue, monkeypatch):
