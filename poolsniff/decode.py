@@ -268,7 +268,7 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
                               (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[off + ihl:end],
                               None, stats)
             if whole is None or ihl + len(whole[0]) > 0xFFFF:
-                stats.skip("ip.fragment")
+                stats.skip("ip.fragment" if whole is None else "ip.datagram_too_big")
                 return None
             # the datagram as one packet: this header, its length and fragment fields mended
             hdr = bytearray(buf[off:off + ihl])

@@ -179,3 +179,19 @@ def test_random_fragments_never_raise_and_stay_bounded():
         assert out is None or isinstance(out[0], bytes)
         assert len(d.held) <= defrag.MAX_DATAGRAMS and d.held_bytes <= defrag.MAX_HELD_BYTES
     assert d.held_bytes == sum(x.held for x in d.held.values())
+
+
+def test_a_datagram_longer_than_an_ipv4_packet_can_be_is_dropped_and_counted():
+    """Fragments that add up to more than an IPv4 total length can say (with its header)."""
+    def frag(off: int, more: bool, data: bytes) -> bytes:
+        hdr = bytearray(60)                                  # a 60-byte header (options)
+        hdr[0], hdr[8], hdr[9] = 0x4F, 64, 17
+        struct.pack_into("!HHH", hdr, 2, 60 + len(data), 7, off // 8 | (0x2000 if more else 0))
+        hdr[12:20] = bytes([10, 0, 0, 1, 10, 0, 0, 2])
+        return b"\x02" * 12 + b"\x08\x00" + bytes(hdr) + data
+    ds, frags = DecodeStats(), Defragmenter()
+    data = b"x" * 65520                                      # fits the reassembler, not IPv4
+    got = [decode(1, 0.0, 1, frag(i, i + 8000 < len(data), data[i:i + 8000]), ds, frags)
+           for i in range(0, len(data), 8000)]
+    assert got == [None] * 9 and ds.skipped == {"ip.fragment": 8, "ip.datagram_too_big": 1}
+    assert not frags.held
