@@ -52,7 +52,10 @@ class DecodeStats:
 
     packets: int = 0
     decoded: int = 0
+    reassembled: int = 0            # datagrams rebuilt from IP fragments
     skipped: dict[str, int] = field(default_factory=dict)
+    # what happened to datagrams rather than packets (IP reassembly): reported as anomalies
+    events: dict[str, int] = field(default_factory=dict)
     # where the IP and transport headers of the last packet decoded start (what the
     # duplicate key reads, poolsniff.dedup.dup_key); -1 for a reassembled datagram
     ip_at: int = 0
@@ -61,11 +64,17 @@ class DecodeStats:
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
+    def event(self, what: str) -> None:
+        self.events[what] = self.events.get(what, 0) + 1
+
     def merge(self, other: DecodeStats) -> None:
         self.packets += other.packets
         self.decoded += other.decoded
+        self.reassembled += other.reassembled
         for k, v in other.skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
+        for k, v in other.events.items():
+            self.events[k] = self.events.get(k, 0) + v
 
 
 #: link types with an EtherType: (offset of the EtherType, offset of the payload)
@@ -268,9 +277,12 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
                               (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[off + ihl:end],
                               None, stats)
             if whole is None or ihl + len(whole[0]) > 0xFFFF:
-                stats.skip("ip.fragment" if whole is None else "ip.datagram_too_big")
+                if whole is not None:
+                    stats.event("ip.datagram_too_big")
+                stats.skip("ip.fragment")
                 return None
             # the datagram as one packet: this header, its length and fragment fields mended
+            stats.reassembled += 1
             hdr = bytearray(buf[off:off + ihl])
             _H.pack_into(hdr, 2, ihl + len(whole[0]))
             _H.pack_into(hdr, 6, frag & 0x4000)
@@ -309,6 +321,7 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
                         return None
                     # the datagram as one packet: this fixed header, the fragmentable part's
                     # first header next (the extension headers before it are not needed)
+                    stats.reassembled += 1
                     hdr = bytearray(buf[off:off + 40])
                     _H.pack_into(hdr, 4, len(whole[0]))
                     hdr[6] = whole[1]

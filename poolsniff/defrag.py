@@ -17,7 +17,9 @@ Bounded: a datagram incomplete FRAG_TIMEOUT_S (capture time) after its first fra
 dropped, as is the oldest one when MAX_DATAGRAMS are held or MAX_HELD_BYTES are held in all;
 a datagram that would exceed 65,535 bytes or needs more than MAX_PARTS fragments is dropped
 on the spot. Each dropped datagram is counted (``ip.datagram_incomplete``,
-``ip.datagram_too_big``, ``ip.datagram_too_many_fragments``).
+``ip.datagram_too_big``, ``ip.datagram_too_many_fragments``). These are events of datagrams,
+not of packets: the scanner reports them among its anomalies; each fragment that does not
+complete a datagram is a packet skipped as ``ip.fragment``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ MAX_PAYLOAD = 65535             # the most an IPv4 total length or IPv6 payload 
 
 
 class Counter(Protocol):
-    def skip(self, why: str) -> None: ...
+    def event(self, what: str) -> None: ...
 
 
 class _Datagram:
@@ -75,7 +77,7 @@ class Defragmenter:
         for o, b in d.parts:                # the first copy wins; other bytes are counted
             lo, hi = max(o, offset), min(o + len(b), stop)
             if lo < hi and b[lo - o:hi - o] != data[lo - offset:hi - offset]:
-                stats.skip("ip.fragment_overlap_different")
+                stats.event("ip.fragment_overlap_different")
                 break
         d.parts.append((offset, data))
         d.held += len(data)
@@ -100,7 +102,7 @@ class Defragmenter:
     def _drop(self, key: tuple[Any, ...], stats: Counter, why: str) -> None:
         d = self.held.pop(key)
         self.held_bytes -= d.held
-        stats.skip(why)
+        stats.event(why)
 
     def _expire(self, now: float, stats: Counter) -> None:
         held = self.held

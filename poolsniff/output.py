@@ -245,6 +245,8 @@ def write_table(res: ScanResult, fh: TextIO, color: bool = False) -> None:
         top = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         why = (f" ({sum(skipped.values()):,} not decoded: "
                + ", ".join(f"{k} {v:,}" for k, v in top) + (", ..." if len(skipped) > 3 else "") + ")")
+    if s.get("reassembled"):
+        why += f" ({s['reassembled']:,} IP datagrams reassembled from their fragments)"
     if s.get("duplicates"):
         why += f" ({s['duplicates']:,} mirror-port copies counted once)"
     console.print(f"{s['packets']} packets{why}, {s['flows']} flows, {s['flows_mining']} mining flows, "

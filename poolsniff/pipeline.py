@@ -167,10 +167,19 @@ class Stats:
             "retransmitted_bytes": self.retransmitted_bytes, "dns_messages": self.dns_messages,
             "tls_client_hellos": self.tls_client_hellos, "lines": self.lines,
             "json_messages": self.json_messages, "duplicates": self.duplicates,
-            "decoded": self.decode.decoded, "skipped": dict(sorted(self.decode.skipped.items())),
-            "anomalies": dict(sorted(self.anomalies.items())), "files": self.files,
+            "decoded": self.decode.decoded, "reassembled": self.decode.reassembled,
+            "skipped": dict(sorted(self.decode.skipped.items())),
+            "anomalies": dict(sorted(_add_counts(self.anomalies, self.decode.events).items())),
+            "files": self.files,
             "first_ts": self.first_ts, "last_ts": self.last_ts,
         }
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
 
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[Any, ...]:

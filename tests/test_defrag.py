@@ -46,6 +46,9 @@ def test_fragmented_sessions_are_read_whole(expected, scanned):
         assert ip not in hosts, ip
     for why in exp["skipped"]:
         assert stats["skipped"].get(why), why
+    for what in exp["anomalies"]:                   # what happened to datagrams
+        assert stats["anomalies"].get(what) and what not in stats["skipped"], what
+    assert stats["reassembled"] == 26
 
 
 def test_the_evidence_names_the_fragment_that_completed_the_datagram(scanned):
@@ -84,8 +87,8 @@ def test_without_a_defragmenter_a_fragment_is_skipped():
 
 # -- the reassembler on its own ----------------------------------------------------------------
 class Counts(dict):
-    def skip(self, why: str) -> None:
-        self[why] = self.get(why, 0) + 1
+    def event(self, what: str) -> None:
+        self[what] = self.get(what, 0) + 1
 
 
 def _cut(data: bytes, size: int) -> list[tuple[int, bool, bytes]]:
@@ -193,5 +196,6 @@ def test_a_datagram_longer_than_an_ipv4_packet_can_be_is_dropped_and_counted():
     data = b"x" * 65520                                      # fits the reassembler, not IPv4
     got = [decode(1, 0.0, 1, frag(i, i + 8000 < len(data), data[i:i + 8000]), ds, frags)
            for i in range(0, len(data), 8000)]
-    assert got == [None] * 9 and ds.skipped == {"ip.fragment": 8, "ip.datagram_too_big": 1}
+    assert got == [None] * 9 and ds.skipped == {"ip.fragment": 9}
+    assert ds.events == {"ip.datagram_too_big": 1} and ds.reassembled == 0
     assert not frags.held
