@@ -24,7 +24,7 @@ import numpy as np
 from poolsniff import native
 from poolsniff.decode import UDP_GENEVE, UDP_GTPU, UDP_VXLAN
 from poolsniff.dedup import keys_numpy
-from poolsniff.hashing import HASH_K1, HASH_K2, HASH_K3
+from poolsniff.hashing import HASH_K1, HASH_K2, HASH_K3, endpoint_hash, flow_hash
 from poolsniff.model import Segment
 from poolsniff.pipeline import TH_ACK, TH_FIN, TH_RST, TH_SYN, Flow, Stats, flow_key, gc_between_batches
 from poolsniff.sources.pcapfile import RecordBlock
@@ -266,9 +266,25 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     # block's, and _dispatch hands them on in capture order
     buf = blk.buf
     ends = blk.offs + blk.incl
+    rebuilt: list[int] = []
     slow = dict(zip(fallback.tolist(), sc.decode_all(
         [(int(blk.frame[i]), float(blk.ts[i]), int(blk.linktype[i]), buf[int(blk.offs[i]):int(ends[i])])
-         for i in fallback.tolist()])))
+         for i in fallback.tolist()], rebuilt)))
+    counted = common                    # the records the decoder did not count
+    taken = _take_reassembled(sc, blk, hd, fallback[rebuilt], slow,
+                              len(first) if len(tcp) else 0) if rebuilt else None
+    if taken is not None:
+        # TCP datagrams reassembled from IP fragments join the block as records of their
+        # own (their flows stay on the bulk path: a mirror whose full-size frames are all
+        # fragmented on its way took 4x as long with them on the per-packet handlers)
+        blk, hd, done = taken
+        for i in done.tolist():
+            del slow[i]
+        fallback = np.setdiff1d(fallback, done, assume_unique=True)
+        common = np.flatnonzero(hd.ok)
+        dns, others_dns, tcp = _split(sc, hd, common)
+        if len(tcp):
+            _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
     dup = _duplicates(sc, blk, hd, slow)
     live = common
     if dup is not None and dup[common].any():
@@ -281,7 +297,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
     if len(tcp):
         groups = _Groups(tcp, gid, first)
-    _count(sc.stats, blk, common, sc.lead)
+    _count(sc.stats, blk, counted, sc.lead)
     interesting = [fallback, dns, others_dns]
     tcp_want = np.empty(0, np.int64)
     if groups is not None:
@@ -305,6 +321,51 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
     if groups is not None:
         _reorder(sc, groups)
     sc.end_batch(n)
+
+
+def _take_reassembled(sc: Scanner, blk: RecordBlock, hd: Headers, at: np.ndarray,
+                      slow: dict[int, tuple[Segment, int] | None], n_groups: int
+                      ) -> tuple[RecordBlock, Headers, np.ndarray] | None:
+    """The records (``at``) whose decoded segment is a TCP datagram reassembled from
+    fragments, as records the header pass could have taken: their columns from the decoded
+    segment (addresses and payload appended to the block's buffer; no duplicate key, as the
+    decoder gives them none). None when there are none, or when the flow table could fill
+    inside the block (which flows are evicted would then depend on the packet order: the
+    segments stay with the per-packet handlers, as the block's size check decided)."""
+    segs = [(i, slow[i][0]) for i in at.tolist()             # type: ignore[index]
+            if slow[i] is not None and slow[i][0].proto == 6]  # type: ignore[index]
+    if not segs:
+        return None
+    if len(sc.flows) + n_groups + len(segs) > sc.max_flows:
+        return None
+    parts: list[bytes] = [blk.buf]
+    at_ = len(blk.buf)
+    sa, da, ps = [], [], []
+    for _i, seg in segs:                    # addresses and payload, after the block's bytes
+        sa.append(at_)
+        da.append(at_ + len(seg.src))
+        ps.append(at_ + 2 * len(seg.src))
+        parts += (seg.src, seg.dst, seg.payload)
+        at_ += 2 * len(seg.src) + len(seg.payload)
+    cols = {k: getattr(hd, k).copy() for k in HEADER_COLUMNS}
+    rows = np.array([i for i, _seg in segs], np.int64)
+    for k, vals in (
+            ("ok", [True] * len(segs)), ("v6", [seg.version == 6 for _i, seg in segs]),
+            ("is_tcp", [True] * len(segs)), ("alen", [len(seg.src) for _i, seg in segs]),
+            ("src_at", sa), ("dst_at", da), ("sport", [seg.sport for _i, seg in segs]),
+            ("dport", [seg.dport for _i, seg in segs]), ("pstart", ps),
+            ("plen", [len(seg.payload) for _i, seg in segs]),
+            ("missing", [seg.missing for _i, seg in segs]),
+            ("wirelen", [seg.wirelen for _i, seg in segs]), ("flags", [seg.flags for _i, seg in segs]),
+            ("seq", [seg.seq for _i, seg in segs]),
+            ("ea", [endpoint_hash(seg.src, seg.sport) for _i, seg in segs]),
+            ("h", [flow_hash(seg.src, seg.sport, seg.dst, seg.dport) for _i, seg in segs]),
+            ("dupkey", [0] * len(segs))):
+        cols[k][rows] = np.array(vals, dtype=cols[k].dtype)
+    ts = blk.ts[rows]
+    sc.stats.saw(float(ts.min()), float(ts.max()))     # as handing the segments on would
+    return (RecordBlock(b"".join(parts), blk.offs, blk.incl, blk.ts, blk.frame, blk.linktype),
+            Headers(cols), rows)
 
 
 def _dns_over_tcp(hd: Headers, live: np.ndarray) -> np.ndarray:

@@ -318,15 +318,19 @@ class Scanner:
                 self.segment(seg, d)
         self.end_batch(len(batch))
 
-    def decode_all(self, batch: list[Packet]) -> list[tuple[Segment, int] | None]:
+    def decode_all(self, batch: list[Packet], rebuilt: list[int] | None = None
+                   ) -> list[tuple[Segment, int] | None]:
         """Each packet decoded (the decoder's counters: the lead's), with its duplicate key
-        (0 without dedup); packet and byte counters are the caller's."""
+        (0 without dedup); packet and byte counters are the caller's. ``rebuilt``, if given,
+        receives the positions whose segment is a datagram reassembled from fragments."""
         ds = self.stats.decode if self.lead else self._uncounted
         keyed = self.dedup is not None
         out: list[tuple[Segment, int] | None] = []
         frags = self.frags
         for frame, ts, linktype, buf in batch:
             seg = decode(frame, ts, linktype, buf, ds, frags)
+            if seg is not None and rebuilt is not None and ds.ip_at < 0:
+                rebuilt.append(len(out))
             out.append(None if seg is None else
                        (seg, dup_key(seg, buf, ds.ip_at, ds.l4_at) if keyed else 0))
         return out

@@ -199,3 +199,46 @@ def test_a_datagram_longer_than_an_ipv4_packet_can_be_is_dropped_and_counted():
     assert got == [None] * 9 and ds.skipped == {"ip.fragment": 9}
     assert ds.events == {"ip.datagram_too_big": 1} and ds.reassembled == 0
     assert not frags.held
+
+
+def test_the_batch_path_takes_reassembled_datagrams_as_records(catalogue, monkeypatch):
+    """A reassembled TCP datagram joins its block as a record the bulk path takes (its flow
+    stays off the per-packet handlers), with the same answer as packet by packet."""
+    from poolsniff import batch
+    taken = []
+    real = batch._take_reassembled
+
+    def counted(*a):  # noqa: ANN002, ANN202
+        out = real(*a)
+        taken.append(0 if out is None else len(out[2]))
+        return out
+    monkeypatch.setattr(batch, "_take_reassembled", counted)
+    fast = scan_json([PCAPS / NAME], catalogue)
+    assert sum(taken) == 25            # the 26 reassembled but the DNS answer (UDP)
+    assert fast == scan_json_plain([PCAPS / NAME], catalogue)
+
+
+def scan_json_plain(paths, catalogue):  # noqa: ANN001, ANN201
+    from poolsniff.scan import scan_files
+    res = scan_files([str(p) for p in paths], catalogue, fast=False)
+    return {h.ip: h.to_dict() for h in res.hosts}, res.stats
+
+
+def test_a_capture_of_fragments_alone_spans_the_completing_fragment(tmp_path, catalogue):
+    """The time span of a capture holding only the two fragments of one TCP segment is the
+    completing fragment's time, on both paths (the first fragment alone decodes to nothing)."""
+    import dpkt
+    tcp = struct.pack("!HHIIBBHHH", 40000, 3333, 1, 0, 0x50, 0x18, 512, 0, 0) + b'{"id":1}\n' * 8
+    def frag(off: int, more: bool, data: bytes) -> bytes:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), 99, off // 8 | (0x2000 if more else 0),
+                         64, 6, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+        return b"\x02" * 12 + b"\x08\x00" + ip + data
+    f = tmp_path / "two.pcap"
+    with open(f, "wb") as fo:
+        w = dpkt.pcap.Writer(fo)
+        w.writepkt(frag(0, True, tcp[:48]), 10.0)
+        w.writepkt(frag(48, False, tcp[48:]), 10.5)
+    from poolsniff.scan import scan_files
+    for fast in (True, False):
+        st = scan_files([str(f)], catalogue, fast=fast).stats
+        assert (st["first_ts"], st["last_ts"], st["reassembled"], st["flows"]) == (10.5, 10.5, 1, 1)
