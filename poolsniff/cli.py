@@ -58,6 +58,27 @@ DEDUP = click.option(
          "counts them.")
 
 
+def _expand(captures: tuple[str, ...]) -> tuple[str, ...]:
+    """Capture arguments as files: a directory is the captures in it, in time order."""
+    from poolsniff.sources.pcapfile import captures_in
+    out: list[str] = []
+    for c in captures:
+        if c == "-" or os.path.isfile(c):
+            out.append(c)
+        elif os.path.isdir(c):
+            found, other = captures_in(c)
+            if not found:
+                raise UsageFailure(f"{c}: a directory with no pcap or pcapng file in it "
+                                   f"({len(other)} other files)")
+            if other:
+                click.echo(f"Warning: {c}: {len(other)} files that are not captures passed "
+                           f"over (first: {other[0]})", err=True)
+            out += found
+        else:
+            raise UsageFailure(f"{c}: no such capture file or directory")
+    return tuple(out)
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
@@ -88,7 +109,9 @@ def scan(captures: tuple[str, ...], fmt: str, lang: str, output: str | None, sig
     """Scan pcap/pcapng captures and list every host that mines.
 
     CAPTURE is a pcap or pcapng file (µs or ns timestamps, any link type
-    poolsniff decodes), optionally gzip-compressed; '-' reads standard input.
+    poolsniff decodes), optionally gzip-compressed; '-' reads standard input;
+    a directory stands for the captures in it (any depth, told by their
+    contents), in the order of their first packet's time (rotated files).
     Several captures are read in order as one observation.
 
     A host is 'mining' when it speaks a mining protocol or holds a session with
@@ -105,6 +128,7 @@ def scan(captures: tuple[str, ...], fmt: str, lang: str, output: str | None, sig
       poolsniff scan pcaps/xmrig_compact.pcap
       poolsniff scan -f json capture.pcapng | jq '.hosts[] | {ip, verdict, coins}'
       poolsniff scan -f jsonl -o eve-mining.json /data/*.pcap.gz
+      poolsniff scan --jobs 0 /data/mirror/          # a directory of rotated captures
     """
     from poolsniff.output import render
     from poolsniff.scan import scan_files
@@ -114,9 +138,7 @@ def scan(captures: tuple[str, ...], fmt: str, lang: str, output: str | None, sig
         cat = Catalogue.load(sigdir)
     except ConfigError as exc:
         raise UsageFailure(str(exc)) from exc
-    for c in captures:
-        if c != "-" and not os.path.isfile(c):
-            raise UsageFailure(f"{c}: no such capture file")
+    captures = _expand(captures)
     show = progress if progress is not None else sys.stderr.isatty()
     if jobs is not None and "-" in captures:
         raise UsageFailure("--jobs reads files; it cannot be used with '-' (stdin)")

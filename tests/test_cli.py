@@ -141,3 +141,34 @@ def test_scan_writes_the_report_document(tmp_path):
     text = page.read_text(encoding="utf-8")
     assert text.lstrip().lower().startswith("<!doctype html>") and text.rstrip().endswith("</html>")
     assert "10.1.0.60" in text and "pool.supportxmr.com" in text and "挖矿" in text
+
+
+def test_a_directory_is_its_captures_in_time_order(tmp_path):
+    """A directory (rotated captures, other files beside them) scans as its capture files in
+    the order of their first packets, whatever their names; a gzip that is not a capture and
+    a text file are passed over with a warning."""
+    import gzip
+    import shutil
+    d = tmp_path / "mirror"
+    (d / "a").mkdir(parents=True)
+    # named so that name order (a/x2, x10.gz) is the wrong order: x10 holds the earlier packets
+    shutil.copy(PCAPS / "merge_part2.pcap", d / "a" / "x2")
+    with gzip.open(d / "x10.gz", "wb") as f:
+        f.write((PCAPS / "merge_part1.pcap").read_bytes())
+    (d / "notes.txt").write_text("not a capture\n")
+    with gzip.open(d / "log.gz", "wb") as f:
+        f.write(b"not a capture either\n")
+    r = CliRunner().invoke(cli, ["scan", "-f", "json", str(d)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out, warn = r.stdout, r.stderr
+    doc = json.loads(out)
+    assert [f["name"] for f in doc["stats"]["files"]] == [str(d / "x10.gz"), str(d / "a" / "x2")]
+    assert "2 files that are not captures passed over" in warn
+    ordered = json.loads(run("scan", "-f", "json", str(PCAPS / "merge_part1.pcap"),
+                             str(PCAPS / "merge_part2.pcap")).output)
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "evidence"} for h in hs]  # noqa: E731
+    assert strip(doc["hosts"]) == strip(ordered["hosts"]) and doc["hosts"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("scan", str(empty))
+    assert r.exit_code == 2 and "no pcap or pcapng file in it" in r.output

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
+import re
 import select
 import struct
 import sys
@@ -159,6 +161,52 @@ def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
     if head == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=stream, mode="rb"), name
     return stream, name
+
+
+CAPTURE_MAGICS = tuple(PCAP_MAGIC) + (PCAPNG_SHB, GZIP_MAGIC)
+
+
+def captures_in(folder: str) -> tuple[list[str], list[str]]:
+    """The capture files under a folder (any depth; told by their first bytes, not their
+    names: pcap, pcapng, either gzip-compressed), in the order of their first packet's time
+    (rotated captures: ``tcpdump -C`` names its files x, x1, ... x10, which sort wrongly by
+    name), then by name with numbers compared as numbers; and the files passed over (not
+    captures, or unreadable)."""
+    found: list[tuple[float, list[Any], str]] = []
+    other: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            ts = _first_ts(path)
+            if ts is None:
+                other.append(path)
+            else:
+                found.append((ts, _natural(path), path))
+    found.sort(key=lambda x: (x[0], x[1]))
+    return [p for _ts, _n, p in found], other
+
+
+def _first_ts(path: str) -> float | None:
+    """The time of a capture file's first packet (inf: it has none), None if it is not a
+    capture."""
+    try:
+        with open(path, "rb") as f:
+            if not f.read(4).startswith(CAPTURE_MAGICS):
+                return None
+        r = CaptureReader(path)
+    except (OSError, CaptureError, EOFError, zlib.error):
+        return None
+    try:
+        for _frame, ts, _lt, _data in r.packets():
+            return ts
+        return math.inf
+    finally:
+        r.close()
+
+
+def _natural(path: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
 
 
 class CaptureReader:
