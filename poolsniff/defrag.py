@@ -24,6 +24,7 @@ complete a datagram is a packet skipped as ``ip.fragment``.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, Protocol
 
@@ -56,16 +57,20 @@ class Defragmenter:
         self.held: OrderedDict[tuple[Any, ...], _Datagram] = OrderedDict()
         self.held_bytes = 0
         self.reassembled = 0
+        self.next_expiry = -math.inf        # no datagram held: nothing to expire
 
     def add(self, key: tuple[Any, ...], ts: float, offset: int, more: bool, data: bytes,
             info: Any, stats: Counter) -> tuple[bytes, Any] | None:
         """One fragment (``offset`` in bytes into the datagram's payload; ``more``: more
         fragments follow; ``info``: kept from the offset-0 fragment, e.g. IPv6's next
         header). Returns (payload, info) when the datagram is complete, else None."""
-        self._expire(ts, stats)
+        if ts > self.next_expiry:
+            self._expire(ts, stats)
         d = self.held.get(key)
         if d is None:
             d = self.held[key] = _Datagram(ts)
+            if len(self.held) == 1:
+                self.next_expiry = ts + FRAG_TIMEOUT_S
         stop = offset + len(data)
         if stop > MAX_PAYLOAD or (not more and d.end is not None and d.end != stop):
             self._drop(key, stats, "ip.datagram_too_big" if stop > MAX_PAYLOAD
@@ -88,16 +93,31 @@ class Defragmenter:
             d.end = stop
         while len(self.held) > MAX_DATAGRAMS or self.held_bytes > MAX_HELD_BYTES:
             self._drop(next(iter(self.held)), stats, "ip.datagram_incomplete")
-        if key not in self.held or d.end is None or not _covers(d.parts, d.end):
+        end = d.end
+        if end is None or key not in self.held:
             return None
+        parts = sorted(d.parts, key=_offset)
+        reach = 0
+        for o, b in parts:                  # the common case: fragments that tile the datagram
+            if o != reach:
+                break
+            reach += len(b)
+        else:
+            if reach == end:
+                return self._done(key, d, b"".join([b for _o, b in parts]))
+        if not _covers(parts, end):
+            return None
+        out = bytearray(end)
+        for o, b in reversed(d.parts):      # later copies first, so the first copy wins
+            if o < end:
+                out[o:o + len(b)] = b[:end - o]
+        return self._done(key, d, bytes(out))
+
+    def _done(self, key: tuple[Any, ...], d: _Datagram, payload: bytes) -> tuple[bytes, Any]:
         del self.held[key]
         self.held_bytes -= d.held
         self.reassembled += 1
-        out = bytearray(d.end)
-        for o, b in reversed(d.parts):      # later copies first, so the first copy wins
-            if o < d.end:
-                out[o:o + len(b)] = b[:d.end - o]
-        return bytes(out), d.info
+        return payload, d.info
 
     def _drop(self, key: tuple[Any, ...], stats: Counter, why: str) -> None:
         d = self.held.pop(key)
@@ -105,12 +125,19 @@ class Defragmenter:
         stats.event(why)
 
     def _expire(self, now: float, stats: Counter) -> None:
+        """Drop the datagrams held since before ``now - FRAG_TIMEOUT_S``, from the first held
+        on, and note when the first left falls due: ``add`` looks again only after that
+        (a datagram completed in between may have been the first: the next look comes no
+        later than the timeout after it, and with time that never runs backwards exactly
+        when the first left falls due)."""
         held = self.held
         while held:
             key, d = next(iter(held.items()))
             if now - d.first_ts <= FRAG_TIMEOUT_S:
+                self.next_expiry = d.first_ts + FRAG_TIMEOUT_S
                 return
             self._drop(key, stats, "ip.datagram_incomplete")
+        self.next_expiry = -math.inf
 
     def flush(self, stats: Counter) -> None:
         """The end of the capture: what is still held never completed."""
@@ -118,10 +145,14 @@ class Defragmenter:
             self._drop(next(iter(self.held)), stats, "ip.datagram_incomplete")
 
 
+def _offset(part: tuple[int, bytes]) -> int:
+    return part[0]
+
+
 def _covers(parts: list[tuple[int, bytes]], end: int) -> bool:
-    """Do the parts cover [0, end)?"""
+    """Do the parts (sorted by offset) cover [0, end)?"""
     reach = 0
-    for o, b in sorted(parts, key=lambda p: p[0]):
+    for o, b in parts:
         if o > reach:
             return False
         reach = max(reach, o + len(b))
