@@ -1,8 +1,8 @@
 /*
  * poolsniff._fastpath: the two per-record loops of the batch path, in C.
  *
- *   index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes)
- *       -> (starts: bytes of int64, new_pos)
+ *   index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes[, fields])
+ *       -> (starts: bytes of int64, or with fields n x 4: start, incl, sec, frac; new_pos)
  *   index_pcapng(buf, pos, end, big_endian, n_ifaces, max_records, max_bytes, max_block)
  *       -> (4 x n int64 columns as bytes, new_pos, unknown_blocks)
  *   parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns
@@ -73,17 +73,20 @@ static int index_range(Py_buffer *b, Py_ssize_t pos, Py_ssize_t *end, Py_ssize_t
 static PyObject *index_pcap(PyObject *self, PyObject *args) {
     Py_buffer b;
     Py_ssize_t pos, end, limit, max_records, max_bytes;
-    int big;
-    if (!PyArg_ParseTuple(args, "y*nnpnnn", &b, &pos, &end, &big, &limit, &max_records, &max_bytes))
+    int big, fields = 0;
+    if (!PyArg_ParseTuple(args, "y*nnpnnn|p", &b, &pos, &end, &big, &limit, &max_records,
+                          &max_bytes, &fields))
         return NULL;
     if (index_range(&b, pos, &end, max_records) < 0)
         return NULL;
     const uint8_t *a = (const uint8_t *)b.buf;
     /* one pass (a block is larger than the caches: a second walk missed them again); the
-     * positions go to a buffer that doubles, then to a bytes object of the exact size */
+     * positions (with fields: position, captured length, seconds, fraction, a row each) go
+     * to a buffer that doubles, then to a bytes object of the exact size */
+    const Py_ssize_t w = fields ? 4 : 1;
     Py_ssize_t cap = pos + max_bytes, p = pos, k = 0, room = 4096;
     int nomem = 0;
-    int64_t *st = (int64_t *)PyMem_RawMalloc((size_t)room * sizeof(int64_t));
+    int64_t *st = (int64_t *)PyMem_RawMalloc((size_t)room * w * sizeof(int64_t));
     if (st == NULL) {
         PyBuffer_Release(&b);
         return PyErr_NoMemory();
@@ -94,7 +97,7 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
         if ((Py_ssize_t)incl > limit || p + 16 + (Py_ssize_t)incl > end)
             break;
         if (k == room) {
-            int64_t *more = (int64_t *)PyMem_RawRealloc(st, (size_t)room * 2 * sizeof(int64_t));
+            int64_t *more = (int64_t *)PyMem_RawRealloc(st, (size_t)room * 2 * w * sizeof(int64_t));
             if (more == NULL) {
                 nomem = 1;
                 break;
@@ -102,7 +105,16 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
             st = more;
             room *= 2;
         }
-        st[k++] = p;
+        if (fields) {
+            int64_t *r = st + 4 * k;
+            r[0] = p;
+            r[1] = incl;
+            r[2] = rd32_order(a + p, big);
+            r[3] = rd32_order(a + p + 4, big);
+        } else {
+            st[k] = p;
+        }
+        k++;
         p += 16 + (Py_ssize_t)incl;
     }
     Py_END_ALLOW_THREADS
@@ -111,7 +123,7 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
         PyMem_RawFree(st);
         return PyErr_NoMemory();
     }
-    PyObject *out = PyBytes_FromStringAndSize((const char *)st, k * (Py_ssize_t)sizeof(int64_t));
+    PyObject *out = PyBytes_FromStringAndSize((const char *)st, k * w * (Py_ssize_t)sizeof(int64_t));
     PyMem_RawFree(st);
     if (out == NULL)
         return NULL;
@@ -710,10 +722,12 @@ fail:
 
 static PyMethodDef methods[] = {
     {"index_pcap", index_pcap, METH_VARARGS,
-     "index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes) -> (starts, new_pos)\n\n"
+     "index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes[, fields])\n"
+     "    -> (starts, new_pos)\n\n"
      "Positions (int64 bytes) of consecutive classic-pcap record headers from pos: stops before\n"
      "a record longer than limit or cut short by end, after max_records records, or once\n"
-     "max_bytes have been passed."},
+     "max_bytes have been passed. With fields, n x 4 int64: position, captured length,\n"
+     "timestamp seconds, timestamp fraction."},
     {"index_pcapng", index_pcapng, METH_VARARGS,
      "index_pcapng(buf, pos, end, big_endian, n_ifaces, max_records, max_bytes, max_block)\n"
      "    -> (records, new_pos, unknown_blocks)\n\n"

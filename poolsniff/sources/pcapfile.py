@@ -132,14 +132,27 @@ def index_records(buf: Any, pos: int, end: int, order: str, limit: int, max_reco
     return np.asarray(starts, np.int64), pos
 
 
-def _block(buf: bytes, a: np.ndarray, starts: np.ndarray, shift: int, order: str, scale: float,
-           linktype: int, frame: int) -> RecordBlock:
-    """A RecordBlock from record-header positions (``shift``: where ``buf`` starts in ``a``)."""
+def index_block(buf: Any, pos: int, end: int, order: str, limit: int, max_records: int,
+                max_bytes: int) -> tuple[np.ndarray, int]:
+    """:func:`index_records` with each record's header fields: an n x 4 int64 array
+    (position, captured length, timestamp seconds, timestamp fraction), and where it ends.
+    The C index reads them in its pass; without it numpy gathers them."""
+    fp = native.c_engine()
+    if fp is not None:
+        raw, new = fp.index_pcap(buf, pos, end, order == ">", limit, max_records, max_bytes, True)
+        return np.frombuffer(raw, np.int64).reshape(-1, 4), new
+    starts, new = index_records(buf, pos, end, order, limit, max_records, max_bytes)
     st = np.asarray(starts, np.int64)
-    fields = a[st[:, None] + _RAMP].view(np.dtype(order + "u4")).reshape(len(st), 4)
-    k = len(st)
-    return RecordBlock(buf, st + (16 - shift), fields[:, 2].astype(np.int64),
-                       fields[:, 0].astype(np.float64) + fields[:, 1] * scale,
+    a = np.frombuffer(buf, np.uint8)
+    f = a[st[:, None] + _RAMP].view(np.dtype(order + "u4")).reshape(len(st), 4).astype(np.int64)
+    return np.column_stack((st, f[:, 2], f[:, 0], f[:, 1])), new
+
+
+def _block(buf: bytes, rec: np.ndarray, scale: float, linktype: int, frame: int) -> RecordBlock:
+    """A RecordBlock from :func:`index_block`'s rows."""
+    k = len(rec)
+    return RecordBlock(buf, rec[:, 0] + 16, rec[:, 1].copy(),
+                       rec[:, 2].astype(np.float64) + rec[:, 3] * scale,
                        np.arange(frame + 1, frame + k + 1, dtype=np.int64),
                        np.full(k, linktype, np.int64))
 
@@ -399,18 +412,17 @@ class CaptureReader:
             while True:
                 n = min(want, size - pos)
                 data = os.pread(fd, n, pos) if n > 0 else b""
-                starts, end = index_records(data, 0, len(data), order, limit, max_records,
-                                            BLOCK_BYTES)
+                rec, end = index_block(data, 0, len(data), order, limit, max_records,
+                                       BLOCK_BYTES)
                 damaged = end + 16 <= len(data) and incl_at(data, end + 8)[0] > limit
-                full = len(starts) == max_records or end >= BLOCK_BYTES
+                full = len(rec) == max_records or end >= BLOCK_BYTES
                 if full or damaged or len(data) < n or pos + n >= size or n >= most:
                     break       # the block is complete, or damage or the file's end stops it
                 want = min(want * 2, most)      # the read ended inside a record: read more
-            if len(starts):
+            if len(rec):
                 self.bytes_read = pos + end     # for a progress bar: how far into the file
-                yield _block(data, np.frombuffer(data, np.uint8), starts, 0, order, scale,
-                             linktype, frame)
-                frame += len(starts)
+                yield _block(data, rec, scale, linktype, frame)
+                frame += len(rec)
                 self.frames = frame
                 pos += end
                 want = max(PREAD_MIN, min(most, end + end // 4 + (64 << 10)))
@@ -438,12 +450,11 @@ class CaptureReader:
             buf = self._buf
             pos = self._pos
             n = len(buf)
-            starts, pos = index_records(buf, pos, n, order, limit, max_records, n - pos + 1)
-            if len(starts):
+            rec, pos = index_block(buf, pos, n, order, limit, max_records, n - pos + 1)
+            if len(rec):
                 self._pos = pos
-                yield _block(buf, np.frombuffer(buf, np.uint8), starts, 0, order, scale, linktype,
-                             frame)
-                frame += len(starts)
+                yield _block(buf, rec, scale, linktype, frame)
+                frame += len(rec)
                 self.frames = frame
                 continue
             # nothing indexable: end of file, a cut-short record or damage
