@@ -70,6 +70,24 @@ static int index_range(Py_buffer *b, Py_ssize_t pos, Py_ssize_t *end, Py_ssize_t
     return 0;
 }
 
+/* the indexers' output: rows of `width` int64 in a buffer that doubles when full (called
+ * without the GIL: PyMem_Raw), then one bytes object of the rows written */
+static int rows_grow(int64_t **rows, Py_ssize_t *room, Py_ssize_t width) {
+    int64_t *more = (int64_t *)PyMem_RawRealloc(*rows, (size_t)*room * 2 * width * sizeof(int64_t));
+    if (more == NULL)
+        return -1;
+    *rows = more;
+    *room *= 2;
+    return 0;
+}
+
+static PyObject *rows_bytes(int64_t *rows, Py_ssize_t k, Py_ssize_t width, int nomem) {
+    PyObject *out = nomem ? PyErr_NoMemory()
+                          : PyBytes_FromStringAndSize((const char *)rows, k * width * (Py_ssize_t)sizeof(int64_t));
+    PyMem_RawFree(rows);
+    return out;
+}
+
 static PyObject *index_pcap(PyObject *self, PyObject *args) {
     Py_buffer b;
     Py_ssize_t pos, end, limit, max_records, max_bytes;
@@ -96,14 +114,9 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
         uint32_t incl = rd32_order(a + p + 8, big);
         if ((Py_ssize_t)incl > limit || p + 16 + (Py_ssize_t)incl > end)
             break;
-        if (k == room) {
-            int64_t *more = (int64_t *)PyMem_RawRealloc(st, (size_t)room * 2 * w * sizeof(int64_t));
-            if (more == NULL) {
-                nomem = 1;
-                break;
-            }
-            st = more;
-            room *= 2;
+        if (k == room && rows_grow(&st, &room, w) < 0) {
+            nomem = 1;
+            break;
         }
         if (fields) {
             int64_t *r = st + 4 * k;
@@ -119,12 +132,7 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
-    if (nomem) {
-        PyMem_RawFree(st);
-        return PyErr_NoMemory();
-    }
-    PyObject *out = PyBytes_FromStringAndSize((const char *)st, k * w * (Py_ssize_t)sizeof(int64_t));
-    PyMem_RawFree(st);
+    PyObject *out = rows_bytes(st, k, w, nomem);
     if (out == NULL)
         return NULL;
     return Py_BuildValue("(Nn)", out, p);
@@ -194,14 +202,9 @@ static PyObject *index_pcapng(PyObject *self, PyObject *args) {
             p += blen;
             continue;
         }
-        if (k == room) {
-            int64_t *more = (int64_t *)PyMem_RawRealloc(col, (size_t)room * 2 * NG_NCOL * sizeof(int64_t));
-            if (more == NULL) {
-                nomem = 1;
-                break;
-            }
-            col = more;
-            room *= 2;
+        if (k == room && rows_grow(&col, &room, NG_NCOL) < 0) {
+            nomem = 1;
+            break;
         }
         int64_t *r = col + k * NG_NCOL;
         r[NG_OFF] = off;
@@ -213,12 +216,7 @@ static PyObject *index_pcapng(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
-    if (nomem) {
-        PyMem_RawFree(col);
-        return PyErr_NoMemory();
-    }
-    PyObject *out = PyBytes_FromStringAndSize((const char *)col, k * NG_NCOL * (Py_ssize_t)sizeof(int64_t));
-    PyMem_RawFree(col);
+    PyObject *out = rows_bytes(col, k, NG_NCOL, nomem);
     if (out == NULL)
         return NULL;
     return Py_BuildValue("(Nnn)", out, p, unknown);
