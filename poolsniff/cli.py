@@ -269,6 +269,9 @@ def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts:
     if (iface is None) == (read is None):
         raise UsageFailure("give exactly one of -i IFACE (live capture) or --read FILE|- "
                            "(a pcap stream)")
+    if read is not None and os.path.isdir(read):
+        raise UsageFailure(f"{read}: a directory; watch --read takes one capture or '-' "
+                           f"(scan takes a directory: poolsniff scan {read})")
     if flush_every <= 0:
         raise UsageFailure("--flush-every must be more than 0s")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -172,3 +172,9 @@ def test_a_directory_is_its_captures_in_time_order(tmp_path):
     empty.mkdir()
     r = run("scan", str(empty))
     assert r.exit_code == 2 and "no pcap or pcapng file in it" in r.output
+
+
+def test_watch_read_of_a_directory_is_a_one_line_usage_error(tmp_path):
+    r = run("watch", "--read", str(tmp_path), "--db", str(tmp_path / "w.db"))
+    assert r.exit_code == 2 and "a directory; watch --read takes one capture or '-'" in r.output
+    assert "poolsniff scan" in r.output and not (tmp_path / "w.db").exists()
