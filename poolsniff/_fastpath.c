@@ -1,8 +1,8 @@
 /*
  * poolsniff._fastpath: the two per-record loops of the batch path, in C.
  *
- *   index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes[, fields])
- *       -> (starts: bytes of int64, or with fields n x 4: start, incl, sec, frac; new_pos)
+ *   index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes)
+ *       -> (n x 4 int64 as bytes: start, incl, sec, frac; new_pos)
  *   index_pcapng(buf, pos, end, big_endian, n_ifaces, max_records, max_bytes, max_block)
  *       -> (4 x n int64 columns as bytes, new_pos, unknown_blocks)
  *   parse_headers(buf, offs, incl, linktype) -> bytes of NCOL x n int64 columns
@@ -91,17 +91,16 @@ static PyObject *rows_bytes(int64_t *rows, Py_ssize_t k, Py_ssize_t width, int n
 static PyObject *index_pcap(PyObject *self, PyObject *args) {
     Py_buffer b;
     Py_ssize_t pos, end, limit, max_records, max_bytes;
-    int big, fields = 0;
-    if (!PyArg_ParseTuple(args, "y*nnpnnn|p", &b, &pos, &end, &big, &limit, &max_records,
-                          &max_bytes, &fields))
+    int big;
+    if (!PyArg_ParseTuple(args, "y*nnpnnn", &b, &pos, &end, &big, &limit, &max_records, &max_bytes))
         return NULL;
     if (index_range(&b, pos, &end, max_records) < 0)
         return NULL;
     const uint8_t *a = (const uint8_t *)b.buf;
-    /* one pass (a block is larger than the caches: a second walk missed them again); the
-     * positions (with fields: position, captured length, seconds, fraction, a row each) go
-     * to a buffer that doubles, then to a bytes object of the exact size */
-    const Py_ssize_t w = fields ? 4 : 1;
+    /* one pass (a block is larger than the caches: a second walk missed them again); a row
+     * per record (position, captured length, seconds, fraction) goes to a buffer that
+     * doubles, then to a bytes object of the exact size */
+    const Py_ssize_t w = 4;
     Py_ssize_t cap = pos + max_bytes, p = pos, k = 0, room = 4096;
     int nomem = 0;
     int64_t *st = (int64_t *)PyMem_RawMalloc((size_t)room * w * sizeof(int64_t));
@@ -118,16 +117,11 @@ static PyObject *index_pcap(PyObject *self, PyObject *args) {
             nomem = 1;
             break;
         }
-        if (fields) {
-            int64_t *r = st + 4 * k;
-            r[0] = p;
-            r[1] = incl;
-            r[2] = rd32_order(a + p, big);
-            r[3] = rd32_order(a + p + 4, big);
-        } else {
-            st[k] = p;
-        }
-        k++;
+        int64_t *r = st + w * k++;
+        r[0] = p;
+        r[1] = incl;
+        r[2] = rd32_order(a + p, big);
+        r[3] = rd32_order(a + p + 4, big);
         p += 16 + (Py_ssize_t)incl;
     }
     Py_END_ALLOW_THREADS
@@ -720,12 +714,11 @@ fail:
 
 static PyMethodDef methods[] = {
     {"index_pcap", index_pcap, METH_VARARGS,
-     "index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes[, fields])\n"
-     "    -> (starts, new_pos)\n\n"
-     "Positions (int64 bytes) of consecutive classic-pcap record headers from pos: stops before\n"
-     "a record longer than limit or cut short by end, after max_records records, or once\n"
-     "max_bytes have been passed. With fields, n x 4 int64: position, captured length,\n"
-     "timestamp seconds, timestamp fraction."},
+     "index_pcap(buf, pos, end, big_endian, limit, max_records, max_bytes) -> (rows, new_pos)\n\n"
+     "The consecutive classic-pcap records from pos as n x 4 int64 (header position, captured\n"
+     "length, timestamp seconds, timestamp fraction): stops before a record longer than\n"
+     "limit or cut short by end, after max_records records, or once max_bytes have been\n"
+     "passed."},
     {"index_pcapng", index_pcapng, METH_VARARGS,
      "index_pcapng(buf, pos, end, big_endian, n_ifaces, max_records, max_bytes, max_block)\n"
      "    -> (records, new_pos, unknown_blocks)\n\n"

@@ -115,10 +115,9 @@ def index_records(buf: Any, pos: int, end: int, order: str, limit: int, max_reco
     Stops before a record longer than ``limit`` or cut short by ``end``, after
     ``max_records`` records, or once ``max_bytes`` have been passed; the caller tells
     those apart by looking at the returned position. In C when the extension is built."""
-    fp = native.c_engine()
-    if fp is not None:
-        raw, new = fp.index_pcap(buf, pos, end, order == ">", limit, max_records, max_bytes)
-        return np.frombuffer(raw, np.int64), new
+    if native.c_engine() is not None:
+        rec, new = index_block(buf, pos, end, order, limit, max_records, max_bytes)
+        return rec[:, 0], new
     incl_at = struct.Struct(order + "I").unpack_from
     starts: list[int] = []
     append = starts.append
@@ -139,7 +138,7 @@ def index_block(buf: Any, pos: int, end: int, order: str, limit: int, max_record
     The C index reads them in its pass; without it numpy gathers them."""
     fp = native.c_engine()
     if fp is not None:
-        raw, new = fp.index_pcap(buf, pos, end, order == ">", limit, max_records, max_bytes, True)
+        raw, new = fp.index_pcap(buf, pos, end, order == ">", limit, max_records, max_bytes)
         return np.frombuffer(raw, np.int64).reshape(-1, 4), new
     starts, new = index_records(buf, pos, end, order, limit, max_records, max_bytes)
     st = np.asarray(starts, np.int64)
