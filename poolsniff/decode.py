@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from poolsniff.defrag import Defragmenter
 from poolsniff.model import Segment
@@ -270,19 +271,12 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
         src = buf[off + 12:off + 16]
         dst = buf[off + 16:off + 20]
         if frag & 0x3FFF:                                  # MF set or offset > 0
-            if frags is None or declared > bound:
-                stats.skip("ip.fragment_truncated" if frags is not None else "ip.fragment")
-                return None
-            whole = frags.add((4, src, dst, proto, _H.unpack_from(buf, off + 4)[0]), ts,
-                              (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[off + ihl:end],
-                              None, stats)
-            if whole is None or ihl + len(whole[0]) > 0xFFFF:
-                if whole is not None:
-                    stats.event("ip.datagram_too_big")
-                stats.skip("ip.fragment")
+            whole = _fragment(frags, stats, declared > bound, 0xFFFF - ihl,
+                              (4, src, dst, proto, _H.unpack_from(buf, off + 4)[0]), ts,
+                              (frag & 0x1FFF) * 8, bool(frag & 0x2000), buf[off + ihl:end], None)
+            if whole is None:
                 return None
             # the datagram as one packet: this header, its length and fragment fields mended
-            stats.reassembled += 1
             hdr = bytearray(buf[off:off + ihl])
             _H.pack_into(hdr, 2, ihl + len(whole[0]))
             _H.pack_into(hdr, 6, frag & 0x4000)
@@ -311,17 +305,13 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
             if proto == IPV6_FRAG:
                 fo = _H.unpack_from(buf, l4 + 2)[0]
                 if fo & 0xFFF9:                            # offset > 0 or M flag
-                    if frags is None or declared > bound:
-                        stats.skip("ip.fragment_truncated" if frags is not None else "ip.fragment")
-                        return None
-                    whole = frags.add((6, src, dst, _I.unpack_from(buf, l4 + 4)[0]), ts,
-                                      fo & 0xFFF8, bool(fo & 1), buf[l4 + 8:end], buf[l4], stats)
+                    whole = _fragment(frags, stats, declared > bound, 0xFFFF,
+                                      (6, src, dst, _I.unpack_from(buf, l4 + 4)[0]), ts,
+                                      fo & 0xFFF8, bool(fo & 1), buf[l4 + 8:end], buf[l4])
                     if whole is None:
-                        stats.skip("ip.fragment")
                         return None
                     # the datagram as one packet: this fixed header, the fragmentable part's
                     # first header next (the extension headers before it are not needed)
-                    stats.reassembled += 1
                     hdr = bytearray(buf[off:off + 40])
                     _H.pack_into(hdr, 4, len(whole[0]))
                     hdr[6] = whole[1]
@@ -372,6 +362,27 @@ def _ip(frame: int, ts: float, buf: bytes, off: int, bound: int, stats: DecodeSt
         return None if inner is None else (buf, inner, end)
     stats.skip("l4.other")
     return None
+
+
+def _fragment(frags: Defragmenter | None, stats: DecodeStats, truncated: bool, room: int,
+              key: tuple[Any, ...], ts: float, offset: int, more: bool, data: bytes,
+              info: Any) -> tuple[bytes, Any] | None:
+    """An IP fragment: held in ``frags`` until its datagram is whole; then (payload, what its
+    first fragment said), when the payload fits the ``room`` its IP header leaves. None
+    otherwise, counted: the fragment skipped (``ip.fragment``; one the capture cut short,
+    which cannot complete anything, ``ip.fragment_truncated``), a datagram too long an event."""
+    if frags is None or truncated:
+        stats.skip("ip.fragment_truncated" if frags is not None else "ip.fragment")
+        return None
+    whole = frags.add(key, ts, offset, more, data, info, stats)
+    if whole is not None and len(whole[0]) > room:
+        stats.event("ip.datagram_too_big")
+        whole = None
+    if whole is None:
+        stats.skip("ip.fragment")
+        return None
+    stats.reassembled += 1
+    return whole
 
 
 _UDP_TUNNELS = (UDP_VXLAN, UDP_GENEVE, UDP_GTPU)
