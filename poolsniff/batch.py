@@ -271,6 +271,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         [(int(blk.frame[i]), float(blk.ts[i]), int(blk.linktype[i]), buf[int(blk.offs[i]):int(ends[i])])
          for i in fallback.tolist()], rebuilt)))
     counted = common                    # the records the decoder did not count
+    regroup = False                     # the records to split and group are not those above
     taken = _take_reassembled(sc, blk, hd, fallback[rebuilt], slow,
                               len(first) if len(tcp) else 0) if rebuilt else None
     if taken is not None:
@@ -282,9 +283,7 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
             del slow[i]
         fallback = np.setdiff1d(fallback, done, assume_unique=True)
         common = np.flatnonzero(hd.ok)
-        dns, others_dns, tcp = _split(sc, hd, common)
-        if len(tcp):
-            _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
+        regroup = True
     dup = _duplicates(sc, blk, hd, slow)
     live = common
     if dup is not None and dup[common].any():
@@ -292,6 +291,8 @@ def feed_block(sc: Scanner, blk: RecordBlock) -> None:
         if sc.lead:
             sc.stats.duplicates += int(np.count_nonzero(dup[common]))
         live = common[~dup[common]]
+        regroup = True
+    if regroup:
         dns, others_dns, tcp = _split(sc, hd, live)
         if len(tcp):
             _uniq, first, gid = np.unique(hd.h[tcp], return_index=True, return_inverse=True)
