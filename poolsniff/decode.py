@@ -72,10 +72,15 @@ class DecodeStats:
         self.packets += other.packets
         self.decoded += other.decoded
         self.reassembled += other.reassembled
-        for k, v in other.skipped.items():
-            self.skipped[k] = self.skipped.get(k, 0) + v
-        for k, v in other.events.items():
-            self.events[k] = self.events.get(k, 0) + v
+        add_counts(self.skipped, other.skipped)
+        add_counts(self.events, other.events)
+
+
+def add_counts(into: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """Add the counts of ``more`` into ``into`` (returned)."""
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+    return into
 
 
 #: link types with an EtherType: (offset of the EtherType, offset of the payload)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from poolsniff import dialects
-from poolsniff.decode import DecodeStats, decode
+from poolsniff.decode import DecodeStats, add_counts, decode
 from poolsniff.defrag import Defragmenter
 from poolsniff.dedup import Dedup, DnsCopies, dup_key
 from poolsniff.dnstcp import DnsOverTcp
@@ -169,17 +169,10 @@ class Stats:
             "json_messages": self.json_messages, "duplicates": self.duplicates,
             "decoded": self.decode.decoded, "reassembled": self.decode.reassembled,
             "skipped": dict(sorted(self.decode.skipped.items())),
-            "anomalies": dict(sorted(_add_counts(self.anomalies, self.decode.events).items())),
+            "anomalies": dict(sorted(add_counts(dict(self.anomalies), self.decode.events).items())),
             "files": self.files,
             "first_ts": self.first_ts, "last_ts": self.last_ts,
         }
-
-
-def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return out
 
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[Any, ...]:
