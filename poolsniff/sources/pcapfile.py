@@ -51,6 +51,7 @@ PCAP_MAGIC = {
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+PCAPNG_BOM_LE, PCAPNG_BOM_BE = b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"   # section byte order
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -175,9 +176,6 @@ def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
     return stream, name
 
 
-CAPTURE_MAGICS = tuple(PCAP_MAGIC) + (PCAPNG_SHB, GZIP_MAGIC)
-
-
 def captures_in(folder: str) -> tuple[list[str], list[str]]:
     """The capture files under a folder (any depth; told by their first bytes, not their
     names: pcap, pcapng, either gzip-compressed), in the order of their first packet's time
@@ -203,10 +201,7 @@ def _first_ts(path: str) -> float | None:
     """The time of a capture file's first packet (inf: it has none), None if it is not a
     capture."""
     try:
-        with open(path, "rb") as f:
-            if not f.read(4).startswith(CAPTURE_MAGICS):
-                return None
-        r = CaptureReader(path)
+        r = CaptureReader(path)             # tells a capture by its first bytes (gunzipped)
     except (OSError, CaptureError, EOFError, zlib.error):
         return None
     try:
@@ -551,7 +546,7 @@ class CaptureReader:
             return False
         order = sec.order
         if buf[pos:pos + 4] == PCAPNG_SHB:      # a new section: its own byte order
-            order = ">" if buf[pos + 8:pos + 12] == b"\x1a\x2b\x3c\x4d" else "<"
+            order = ">" if buf[pos + 8:pos + 12] == PCAPNG_BOM_BE else "<"
         blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
         return blen < 12 or blen > MAX_RECORD + 64 or len(buf) - pos >= blen
 
@@ -585,9 +580,9 @@ class CaptureReader:
         btype_raw = head[:4]
         if btype_raw == PCAPNG_SHB:
             bom = self._peek(4)
-            if bom == b"\x4d\x3c\x2b\x1a":
+            if bom == PCAPNG_BOM_LE:
                 sec.order = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
+            elif bom == PCAPNG_BOM_BE:
                 sec.order = ">"
             else:
                 self._stop("decode", "capture.bad_block", "section header has a bad byte-order magic")
