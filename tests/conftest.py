@@ -43,9 +43,9 @@ def catalogue():
     return Catalogue.load()
 
 
-def scan_json(paths, catalogue):
+def scan_json(paths, catalogue, fast=True):
     from poolsniff.scan import scan_files
-    res = scan_files([str(p) for p in paths], catalogue)
+    res = scan_files([str(p) for p in paths], catalogue, fast=fast)
     return {h.ip: h.to_dict() for h in res.hosts}, res.stats
 
 

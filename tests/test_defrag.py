@@ -215,13 +215,7 @@ def test_the_batch_path_takes_reassembled_datagrams_as_records(catalogue, monkey
     monkeypatch.setattr(batch, "_take_reassembled", counted)
     fast = scan_json([PCAPS / NAME], catalogue)
     assert sum(taken) == 25            # the 26 reassembled but the DNS answer (UDP)
-    assert fast == scan_json_plain([PCAPS / NAME], catalogue)
-
-
-def scan_json_plain(paths, catalogue):  # noqa: ANN001, ANN201
-    from poolsniff.scan import scan_files
-    res = scan_files([str(p) for p in paths], catalogue, fast=False)
-    return {h.ip: h.to_dict() for h in res.hosts}, res.stats
+    assert fast == scan_json([PCAPS / NAME], catalogue, fast=False)
 
 
 def test_a_capture_of_fragments_alone_spans_the_completing_fragment(tmp_path, catalogue):
