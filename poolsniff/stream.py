@@ -52,6 +52,13 @@ class HalfStream:
 
     def segment(self, seq: int, data: bytes, frame: int, ts: float, missing: int = 0) -> None:
         """Add a segment; ``missing`` bytes after ``data`` were cut off by the capture."""
+        if seq == self.next_seq and data and not missing and not self.ooo:
+            # the common case, in order with nothing held back: what the d == 0 case below
+            # does, without its calls (nothing the delivery does reads next_seq)
+            self.last = data[-TAIL:] if len(data) > TAIL else data
+            self.next_seq = (seq + len(data)) & 0xFFFFFFFF
+            self.deliver(data, frame, ts, False)
+            return
         if missing > 0:
             self.truncated(seq, data, frame, ts, missing)
             return
