@@ -1,5 +1,6 @@
 """The command-line contract: formats, exit statuses, one-line errors."""
 
+import io
 import json
 import subprocess
 import sys
@@ -178,3 +179,20 @@ def test_watch_read_of_a_directory_is_a_one_line_usage_error(tmp_path):
     r = run("watch", "--read", str(tmp_path), "--db", str(tmp_path / "w.db"))
     assert r.exit_code == 2 and "a directory; watch --read takes one capture or '-'" in r.output
     assert "poolsniff scan" in r.output and not (tmp_path / "w.db").exists()
+
+
+@pytest.mark.parametrize("captures", [["xmrig_compact.pcap", "ethproxy_sll.pcap", "kawpow.pcapng"],
+                                      ["benign_jsonrpc.pcap"]])
+def test_json_written_host_by_host_is_one_documents_dump(catalogue, captures):
+    """write_json streams the hosts one at a time: its text is exactly the indented dump of
+    the whole document (several hosts; none)."""
+    from poolsniff import __version__
+    from poolsniff.output import _host_json, dumps, write_json
+    from poolsniff.scan import scan_files, traffic_json
+    res = scan_files([str(PCAPS / c) for c in captures], catalogue)
+    assert len(res.hosts) == (0 if len(captures) == 1 else 3)
+    doc = {"hosts": [_host_json(h.to_dict()) for h in res.hosts], "stats": res.stats,
+           "traffic": traffic_json(res.traffic), "poolsniff_version": __version__}
+    fh = io.StringIO()
+    write_json(res, fh)
+    assert fh.getvalue() == dumps(doc, indent=True) + "\n"
