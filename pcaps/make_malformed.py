@@ -158,6 +158,17 @@ def main() -> None:
     put("tcp_overlap_different_bytes.pcap", pcap(forged), exit=0,
         anomaly="stream.overlap_different_data", miner=True, frames=len(forged),
         worker="1BoatSLRHtKNngkdXEeobR76b53LETtpyT.w1")
+    # -- application layer -------------------------------------------------------------------
+    # an HTTP request whose chunk size is negative: int(x, 16) read "-6" as -6 and moved the
+    # parser back to the start of its own line, for ever (one packet from any host on the
+    # link stopped the sensor)
+    web = bytes([198, 51, 100, 7])
+    req = b"POST / HTTP/1.1\r\nHost: example.org\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\n"
+    http = [eth(ipv4(CLIENT, web, 6, tcp(40002, 80, 7000 - 1, 0x02, b""))),
+            eth(ipv4(web, CLIENT, 6, tcp(80, 40002, 9000 - 1, 0x12, b""))),
+            eth(ipv4(CLIENT, web, 6, tcp(40002, 80, 7000, 0x18, req)))]
+    put("http_negative_chunk_size.pcap", pcap(s + http), exit=0, anomaly="http.bad_chunk",
+        miner=True, frames=len(s) + len(http))
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
     print(f"{len(expected)} captures in {OUT}")
 

@@ -9,6 +9,7 @@ growth.
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -171,6 +172,17 @@ def _parse_head(raw: bytes) -> tuple[str, dict[str, str]] | None:
 _head_remembered = functools.lru_cache(maxsize=4096)(_parse_head)
 
 
+_HEXDIG = re.compile(rb"[0-9A-Fa-f]+")
+
+
+def chunk_size(line: bytes) -> int | None:
+    """A chunk-size line's size (RFC 9112 7.1: hex digits, then optional ';' extensions, with
+    optional blanks around them), or None. Only hex digits: int(x, 16) also takes a sign, and
+    a negative size moved the parser back over the bytes it had read, for ever ("-6")."""
+    digits = line.split(b";", 1)[0].strip(b" \t")
+    return int(digits, 16) if _HEXDIG.fullmatch(digits) else None
+
+
 class HttpFramer:
     """Parses pipelined HTTP/1.x messages (Content-Length or chunked bodies)."""
 
@@ -227,9 +239,8 @@ class HttpFramer:
                 le = self.buf.find(b"\r\n", pos)
                 if le < 0:
                     return False
-                try:
-                    size = int(bytes(self.buf[pos:le]).split(b";")[0], 16)
-                except ValueError:
+                size = chunk_size(bytes(self.buf[pos:le]))
+                if size is None:
                     self.on_anomaly("http.bad_chunk", self.frame, self.ts)
                     self.dead = True
                     return False

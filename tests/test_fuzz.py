@@ -91,3 +91,62 @@ def test_pcap_reader_never_raises(tmp_path_factory, body):
         for _batch in r:
             pass
         assert len(r.anomalies) <= 1
+
+
+def _alarm(seconds):
+    """Fail (instead of hanging the suite) if the body takes longer than ``seconds``."""
+    import signal
+
+    def boom(*_a):
+        raise TimeoutError("hung")
+    signal.signal(signal.SIGALRM, boom)
+    signal.alarm(seconds)
+
+
+def test_negative_chunk_size_does_not_hang():
+    """int(x, 16) takes a sign: a chunk size of -6 moved the parser back to the start of its
+    own line, for ever. Now it is a bad chunk, and the framer gives up on the stream."""
+    import signal
+    events = []
+    _alarm(5)
+    try:
+        for size in (b"-6", b"-1a", b"+5", b"5_0", b"0x5", b" ", b"\xd9\xa3"):
+            fr = HttpFramer(lambda m: None, lambda e, f, t: events.append(e))
+            fr.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size
+                    + b"\r\nhello\r\n0\r\n\r\n", 1, 0.0)
+            assert fr.dead and events[-1] == "http.bad_chunk", size
+    finally:
+        signal.alarm(0)
+
+
+def test_chunk_sizes():
+    from poolsniff.framing import chunk_size
+    assert [chunk_size(x) for x in (b"5", b"1A", b"a;name=v", b"5 ;x", b"0", b"00ff")] == \
+        [5, 26, 10, 5, 0, 255]
+    assert {chunk_size(x) for x in (b"-6", b"+5", b"5_0", b"0x5", b"", b"; x", b"5 5")} == {None}
+
+
+@FAST
+@given(st.lists(st.text("0123456789abcdefABCDEF-+_ ;x", max_size=6), max_size=6),
+       st.binary(max_size=40))
+def test_chunked_bodies_end(sizes, filler):
+    """Any chunk-size lines, any bytes between them: the framer returns, within a second."""
+    import signal
+    body = b"".join(s.encode() + b"\r\n" + filler + b"\r\n" for s in sizes)
+    _alarm(2)
+    try:
+        HttpFramer(lambda m: None, lambda *a: None).feed(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body, 1, 0.0)
+    finally:
+        signal.alarm(0)
+
+
+def test_hex_numbers_are_hex_digits_only():
+    """A sign, blanks, underscores or another script's digits are not hex on the wire ("-0x2"
+    as a job boundary made its work per share negative)."""
+    from poolsniff.dialects import hex_int, is_hex
+    bad = ["-1", "0x-1", "-0x2", "+ff", " ff", "ff ", "f_f", "ff\n", "\u0663", "0x", ""]
+    assert [hex_int(v) for v in bad] == [None] * len(bad)
+    assert not any(is_hex(v) for v in bad)
+    assert [hex_int(v) for v in ("0xff", "FF", "0X0a", "00")] == [255, 255, 10, 0]
+    assert is_hex("0x" + "ab" * 32, (64,)) and not is_hex("ab" * 32, (63,))

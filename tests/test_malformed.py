@@ -33,7 +33,7 @@ def test_each_damage_is_contained(name):
     exp = EXPECTED[name]
     for fast in ("", "--jobs=2"):          # the batch path, and worker processes
         args = [*PS, "scan", "-f", "json", str(MAL / name)] + ([fast] if fast else [])
-        r = subprocess.run(args, capture_output=True, text=True)
+        r = subprocess.run(args, capture_output=True, text=True, timeout=120)   # a hang fails
         assert "Traceback" not in r.stderr
         assert r.returncode == exp["exit"], r.stderr
         if exp["exit"] == 2:

@@ -11,6 +11,7 @@ Adding a dialect is adding a module to :data:`DIALECTS`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -160,34 +161,32 @@ def str_or_none(v: Any, limit: int = 512) -> str | None:
     return None
 
 
+#: hex digits, ASCII only: int(s, 16) also takes a sign, blanks, underscores and other
+#: scripts' digits ("-0x2" as a job's boundary made its work per share negative)
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
 def hex_int(v: Any) -> int | None:
-    """Numbers on the wire arrive as JSON numbers or hex strings, with or without 0x."""
+    """Numbers on the wire arrive as JSON numbers or hex strings, with or without 0x; never
+    negative."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
         return v if v >= 0 else None
     if isinstance(v, str) and 0 < len(v) <= 130:
         s = v[2:] if v[:2] in ("0x", "0X") else v
-        try:
-            return int(s, 16)
-        except ValueError:
-            return None
+        return int(s, 16) if _HEX.fullmatch(s) else None
     return None
 
 
 def is_hex(v: Any, lengths: tuple[int, ...] | None = None) -> bool:
+    """A string of hex digits (0x optional; of one of ``lengths`` digits, if given)."""
     if not isinstance(v, str):
         return False
     s = v[2:] if v[:2] in ("0x", "0X") else v
     if lengths is not None and len(s) not in lengths:
         return False
-    if not s or len(s) > 4096:
-        return False
-    try:
-        int(s, 16)
-    except ValueError:
-        return False
-    return True
+    return len(s) <= 4096 and _HEX.fullmatch(s) is not None
 
 
 def other(direction: str) -> str:
