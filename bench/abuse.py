@@ -9,6 +9,7 @@ Cases (each a generated pcap, scanned by `poolsniff scan -f json` under /usr/bin
   line     one mining session, then a line of M MB with no newline -> line cap, oversize counted
   workers  W sessions from one host, each a new worker name        -> per-host set cap + "more"
   dns      D DNS answers for a pool name, each a new address       -> endpoint table cap
+  held     H sessions turned mining, each holding ~248 KB a side past a hole -> reassembly memcap
 Prints seconds, peak RSS and the bounding counters; writes bench/out/abuse.json.
 The generators are also used by tests/test_abuse.py on small sizes.
 """
@@ -131,7 +132,20 @@ def dns_answers(n: int) -> Iterator[bytes]:
         yield ETH + _ip4(resolver, client, 17, _udp(53, 5000 + i % 1000, msg))
 
 
-CASES = {"flood": flood, "line": long_line, "workers": many_workers, "dns": dns_answers}
+def held(n: int) -> Iterator[bytes]:
+    """n sessions that turn mining (a subscribe line), then send data past a hole that never
+    fills, ~248 KB in each direction: what each holds for reassembly until it ends."""
+    for i in range(n):
+        s = _Session(struct.pack("!I", 0x0A080000 + i), 1024 + i % 64000)
+        yield from _hello(s, f"1BoatSLRHtKNngkdXEeobR76b53LETtpyT.h{i}")
+        block = bytes([65 + i % 26]) * 1400
+        for k in range(177):
+            yield ETH + _ip4(s.c, POOL, 6, _tcp(s.sp, 3333, s.cs + 1400 + k * 1400, 0x18, block))
+            yield ETH + _ip4(POOL, s.c, 6, _tcp(3333, s.sp, s.ss + 1400 + k * 1400, 0x18, block))
+
+
+CASES = {"flood": flood, "line": long_line, "workers": many_workers, "dns": dns_answers,
+         "held": held}
 
 
 def run(path: Path) -> dict:
@@ -155,7 +169,8 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     sizes = {"flood": int(5_000_000 * a.scale), "line": 50 * a.scale,
-             "workers": int(100_000 * a.scale), "dns": int(1_000_000 * a.scale)}
+             "workers": int(100_000 * a.scale), "dns": int(1_000_000 * a.scale),
+             "held": int(4_000 * a.scale)}
     rows = []
     for name, size in sizes.items():
         path = a.out / f"abuse-{name}.pcap"
@@ -170,6 +185,8 @@ def main() -> None:
                                f"{hosts[0]['workers_more']:,} more",
             "dns": lambda: f"DNS messages {st['dns_messages']:,}, hosts {len(hosts)} (endpoint "
                            f"table capped at 100,000)",
+            "held": lambda: f"mining hosts {len(hosts):,}, held bytes dropped "
+                            f"{st['anomalies'].get('stream.memcap', 0):,}",
         }[name]()
         row = {"case": name, "size": size, "packets": pkts, "seconds": r["seconds"],
                "peak_rss_mb": r["peak_rss_mb"], "bounded_by": bound}

@@ -57,6 +57,15 @@ DEDUP = click.option(
          "sequence, acknowledgement, checksum) within 4096 frames and 50 ms; stats.duplicates "
          "counts them.")
 
+MEMCAP = click.option(
+    "--stream-memcap-mb", "memcap_mb", type=click.IntRange(1, 1_000_000), default=256,
+    show_default=True,
+    help="Memory for what flows hold back, over all of them: segments waiting for a hole to "
+         "fill, partial lines and messages, unfinished TLS ClientHellos. Each flow's share is "
+         "bounded, but a flow table of hostile flows each holding its bound would not be; past "
+         "this cap what would be held is dropped and counted (stats anomaly "
+         "stream.memcap_drop). With --jobs, each worker has this much.")
+
 
 def _expand(captures: tuple[str, ...]) -> tuple[str, ...]:
     """Capture arguments as files: a directory is the captures in it, in time order."""
@@ -102,10 +111,11 @@ def _expand(captures: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: only when stderr is a terminal).")
 @DEDUP
+@MEMCAP
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def scan(captures: tuple[str, ...], fmt: str, lang: str, output: str | None, sigdir: str | None,
          jobs: int | None, max_flows: int | None, progress: bool | None, dedup: bool,
-         debug: bool) -> None:
+         memcap_mb: int, debug: bool) -> None:
     """Scan pcap/pcapng captures and list every host that mines.
 
     CAPTURE is a pcap or pcapng file (µs or ns timestamps, any link type
@@ -148,10 +158,11 @@ def scan(captures: tuple[str, ...], fmt: str, lang: str, output: str | None, sig
 
             def run(tick: Callable[[int], None] | None) -> Any:
                 return scan_parallel(list(captures), sigdir, jobs or _cores(), max_flows, tick,
-                                     dedup)
+                                     dedup, memcap_mb << 20)
         else:
             def run(tick: Callable[[int], None] | None) -> Any:
-                return scan_files(captures, cat, progress=tick, max_flows=max_flows, dedup=dedup)
+                return scan_files(captures, cat, progress=tick, max_flows=max_flows, dedup=dedup,
+                                  memcap=memcap_mb << 20)
         result = _with_progress(captures, run) if show and "-" not in captures else run(None)
     except CaptureError as exc:
         raise UsageFailure(str(exc)) from exc
@@ -241,10 +252,11 @@ class Duration(click.ParamType):
 @click.option("--status/--no-status", default=None,
               help="Status line on stderr: pps, drops, flows, mining hosts (default: on a TTY).")
 @DEDUP
+@MEMCAP
 def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts: str | None,
           snaplen: int, buffer_mb: int, flush_every: float, suppress: float, stats_every: float,
           user: str | None, sigdir: str | None, max_flows: int | None,
-          status: bool | None, dedup: bool) -> None:
+          status: bool | None, dedup: bool, memcap_mb: int) -> None:
     """Watch a live interface for months: keep the evidence, raise alerts.
 
     Captures through libpcap, runs the same pipeline as 'scan', and every
@@ -279,7 +291,8 @@ def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts:
     opts = WatchOptions(iface=iface, read=read, bpf=bpf, db=db, alerts=alerts, snaplen=snaplen,
                         buffer_mb=buffer_mb, flush_every=flush_every, suppress=suppress,
                         stats_every=stats_every, user=user, sigdir=sigdir, max_flows=max_flows,
-                        status=status if status is not None else sys.stderr.isatty(), dedup=dedup)
+                        status=status if status is not None else sys.stderr.isatty(), dedup=dedup,
+                        memcap=memcap_mb << 20)
     try:
         code = Watcher(opts).run()
     except (ConfigError, CaptureError) as exc:

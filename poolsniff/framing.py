@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from poolsniff.stream import Budget
+
 MAX_LINE_BYTES = 64 * 1024        # a JSON-RPC line longer than this is hostile
 MAX_HTTP_HEADER = 16 * 1024
 MAX_HTTP_BODY = 256 * 1024
@@ -50,13 +52,44 @@ def parse_json(line: bytes) -> Any:
     return msg if isinstance(msg, dict) else None
 
 
-class LineFramer:
+class _Holder:
+    """What a framer holds between feeds (a partial line or message), accounted in its
+    Scanner's Budget (the reassembly memcap shared with the streams)."""
+
+    __slots__ = ("budget", "held", "released")
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.budget = budget if budget is not None else Budget()
+        self.held = 0                   # bytes accounted in the budget
+        self.released = False           # dropped with its flow (maybe while it was feeding)
+
+    def _hold(self, n: int) -> bool:
+        """Now n bytes are held: account the change; False if the budget refused the growth
+        (the caller drops what it holds, which :meth:`_hold` (0) then gives back)."""
+        if self.released:
+            return True                 # no longer accounted: its flow let it go
+        if n > self.held and not self.budget.take(n - self.held):
+            return False
+        if n < self.held:
+            self.budget.give(self.held - n)
+        self.held = n
+        return True
+
+    def release(self) -> None:
+        """The framer is dropped with its flow: what it held goes back to the budget."""
+        self.budget.give(self.held)
+        self.held = 0
+        self.released = True
+
+
+class LineFramer(_Holder):
     """Splits a byte stream on LF; tolerates CRLF; re-syncs after gaps."""
 
     __slots__ = ("buf", "on_line", "on_anomaly", "resync", "max_line", "lines", "oversize")
 
     def __init__(self, on_line: OnMessage, on_anomaly: OnAnomaly, resync: bool = False,
-                 max_line: int = MAX_LINE_BYTES) -> None:
+                 max_line: int = MAX_LINE_BYTES, budget: Budget | None = None) -> None:
+        super().__init__(budget)
         self.buf = bytearray()
         self.on_line = on_line
         self.on_anomaly = on_anomaly
@@ -66,6 +99,15 @@ class LineFramer:
         self.oversize = 0
 
     def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> None:
+        self._feed(data, frame, ts, gap)
+        if len(self.buf) != self.held and not self._hold(len(self.buf)):
+            # no memory left to hold the partial line: dropped, the stream re-syncs at the
+            # next newline (counted in the budget)
+            self.buf.clear()
+            self.resync = True
+            self._hold(0)
+
+    def _feed(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
         if gap:
             self.buf.clear()
             self.resync = True
@@ -116,6 +158,7 @@ class LineFramer:
         if self.buf and not self.resync:
             line = bytes(self.buf).rstrip(b"\r")
             self.buf.clear()
+            self._hold(0)
             if opens_json(line):
                 self.lines += 1
                 self.on_line(line, frame, ts)
@@ -183,12 +226,14 @@ def chunk_size(line: bytes) -> int | None:
     return int(digits, 16) if _HEXDIG.fullmatch(digits) else None
 
 
-class HttpFramer:
+class HttpFramer(_Holder):
     """Parses pipelined HTTP/1.x messages (Content-Length or chunked bodies)."""
 
     __slots__ = ("buf", "on_message", "on_anomaly", "dead", "frame", "ts", "upgraded")
 
-    def __init__(self, on_message: Callable[[HttpMessage], None], on_anomaly: OnAnomaly) -> None:
+    def __init__(self, on_message: Callable[[HttpMessage], None], on_anomaly: OnAnomaly,
+                 budget: Budget | None = None) -> None:
+        super().__init__(budget)
         self.buf = bytearray()
         self.on_message = on_message
         self.on_anomaly = on_anomaly
@@ -199,6 +244,16 @@ class HttpFramer:
 
     def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> bytes:
         """Feed bytes; returns bytes left over after a protocol upgrade."""
+        rest = self._feed(data, frame, ts, gap)
+        if self.dead:
+            self.buf.clear()            # nothing more is read from it
+        if len(self.buf) != self.held and not self._hold(len(self.buf)):
+            self.buf.clear()            # no memory left to hold the message: given up on
+            self.dead = True
+            self._hold(0)
+        return rest
+
+    def _feed(self, data: bytes, frame: int, ts: float, gap: bool) -> bytes:
         if self.dead:
             return b""
         if gap:
@@ -282,7 +337,7 @@ class HttpFramer:
         return True
 
 
-class WebSocketFramer:
+class WebSocketFramer(_Holder):
     """RFC 6455 frames: unmasks client frames, joins fragments, emits text/binary messages.
 
     Messages compressed with permessage-deflate (RFC 7692: RSV1 set on a message's first
@@ -293,7 +348,9 @@ class WebSocketFramer:
 
     __slots__ = ("buf", "on_message", "on_anomaly", "parts", "dead", "compressed", "inflater")
 
-    def __init__(self, on_message: OnMessage, on_anomaly: OnAnomaly) -> None:
+    def __init__(self, on_message: OnMessage, on_anomaly: OnAnomaly,
+                 budget: Budget | None = None) -> None:
+        super().__init__(budget)
         self.buf = bytearray()
         self.on_message = on_message
         self.on_anomaly = on_anomaly
@@ -303,6 +360,18 @@ class WebSocketFramer:
         self.inflater: Any = None       # zlib decompressor (raw deflate), made when first needed
 
     def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> None:
+        self._feed(data, frame, ts, gap)
+        if self.dead:
+            self.buf.clear()
+            self.parts.clear()
+        n = len(self.buf) + len(self.parts)
+        if n != self.held and not self._hold(n):
+            self.buf.clear()            # no memory left to hold the message: given up on
+            self.parts.clear()
+            self.dead = True
+            self._hold(0)
+
+    def _feed(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
         if self.dead:
             return
         if gap:

@@ -39,12 +39,13 @@ from poolsniff.hashing import flow_hash
 from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
 from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
 from poolsniff.signatures import Catalogue, Match
-from poolsniff.stream import HalfStream
+from poolsniff.stream import Budget, HalfStream
 from poolsniff.tunnel import FAIL, MORE, ProxyHandshake, proxy_kind
 
 INSPECT_PKTS = 24           # payload packets an undecided flow is inspected for
 INSPECT_BYTES = 128 * 1024  # payload bytes an undecided flow is inspected for
 MAX_FLOWS = 200_000         # flow table cap (oldest flows are finished first)
+STREAM_MEMCAP = 256 << 20   # bytes held back over all flows: reassembly, framing, TLS (stream.Budget)
 FLOW_IDLE_S = 900.0         # a flow silent this long (capture time) is finished
 CLOSED_LINGER_S = 10.0      # a TCP flow closed (FIN both ways, or RST) and silent this long too
 WIND_DOWN_S = 2.0           # closed by FIN both ways and silent this long: reassembly state dropped
@@ -246,8 +247,11 @@ class Scanner:
     """Feeds packets through the pipeline and accumulates host evidence."""
 
     def __init__(self, catalogue: Catalogue, max_flows: int | None = None,
-                 part: tuple[int, int] | None = None, dedup: bool = True) -> None:
+                 part: tuple[int, int] | None = None, dedup: bool = True,
+                 memcap: int | None = None) -> None:
         self.cat = catalogue
+        # what every flow's reassembly, framers and TLS buffer hold back, against one cap
+        self.budget = Budget(memcap or STREAM_MEMCAP)
         # dedup: drop mirror-port copies of packets (every part drops the same ones)
         self.dedup = Dedup() if dedup else None
         self.dns_copies = DnsCopies() if dedup else None
@@ -370,10 +374,17 @@ class Scanner:
 
     def end_batch(self, n: int) -> None:
         """After n packets: finish idle flows every SWEEP_EVERY packets."""
+        self._count_refused()
         self._since_sweep += n
         if self._since_sweep >= SWEEP_EVERY:
             self._since_sweep = 0
             self._sweep(self.stats.last_ts or 0.0)
+
+    def _count_refused(self) -> None:
+        """What the memcap refused to hold since the last call, as anomalies."""
+        if self.budget.refused:
+            self.stats.anomaly("stream.memcap_drop", self.budget.refused)
+            self.budget.refused = 0
 
     def add_anomalies(self, items: list[Anomaly], file: str) -> None:
         for a in items:
@@ -507,7 +518,8 @@ class Scanner:
             if flow.wound:
                 return          # bytes after both FINs and a 2 s silence: not a session's any more
             self.stats.flows_inspected += 1
-            flow.streams = [HalfStream(self._deliverer(flow, 0)), HalfStream(self._deliverer(flow, 1))]
+            flow.streams = [HalfStream(self._deliverer(flow, 0), self.budget),
+                            HalfStream(self._deliverer(flow, 1), self.budget)]
             if flow.isn is not None:
                 for i in (0, 1):
                     isn = flow.isn[i]
@@ -561,10 +573,21 @@ class Scanner:
                     self.stats.anomaly("stream.overlap_different_data", s.overlap_diff)
                 s.release()
         flow.streams = None
-        flow.framers = None
-        flow.tls_buf = b""
+        self._drop_framers(flow)
+        if flow.tls_buf:
+            self.budget.give(len(flow.tls_buf))
+            flow.tls_buf = b""
         if flow.proxy is not None:
             flow.proxy = None
+
+    @staticmethod
+    def _drop_framers(flow: Flow) -> None:
+        """The flow's framers go, and what they held back with them."""
+        if flow.framers is not None:
+            for fr in flow.framers:
+                if fr is not None:
+                    fr.release()
+            flow.framers = None
 
     def _deliverer(self, flow: Flow, side: int) -> Callable[[bytes, int, float, bool], None]:
         return functools.partial(self._on_app, flow, side)
@@ -626,10 +649,11 @@ class Scanner:
         if fr is None:
             if flow.app == "http":
                 fr = HttpFramer(functools.partial(self._on_http, flow, side),
-                                functools.partial(self._on_http_anomaly, flow))
+                                functools.partial(self._on_http_anomaly, flow), self.budget)
             else:
                 fr = LineFramer(functools.partial(self._on_json, flow, side),
-                                functools.partial(self._on_framing_anomaly, flow), resync=gap)
+                                functools.partial(self._on_framing_anomaly, flow), resync=gap,
+                                budget=self.budget)
                 gap = False
             flow.framers[side] = fr
         if isinstance(fr, HttpFramer):
@@ -637,7 +661,9 @@ class Scanner:
             if fr.upgraded:
                 # this side switched protocols (client: Upgrade request; server: 101 response)
                 ws = WebSocketFramer(functools.partial(self._on_json, flow, side),
-                                     functools.partial(self._on_websocket_anomaly, flow))
+                                     functools.partial(self._on_websocket_anomaly, flow),
+                                     self.budget)
+                fr.release()
                 flow.framers[side] = ws
                 if rest:
                     ws.feed(rest, frame, ts)
@@ -669,7 +695,7 @@ class Scanner:
             return
         flow.tunnel = (p.kind, p.host, p.port, p.request_frame)
         flow.app = None
-        flow.framers = None
+        self._drop_framers(flow)
         flow.inspected = flow.payload_bytes = 0     # the session inside: a stream of its own
         self._record(flow).note(
             f"{p.kind} tunnel to {p.host}:{p.port} through proxy {proxy}"
@@ -687,10 +713,14 @@ class Scanner:
             flow.client = side
         if side != flow.client:
             return
+        if not self.budget.take(len(data)):
+            self._give_up(flow)     # no memory left to hold the rest of its ClientHello
+            return
         flow.tls_buf += data
         done, sni, alpn = client_hello_sni(flow.tls_buf)
         if not done:
             return
+        self.budget.give(len(flow.tls_buf))
         flow.tls_buf = b""
         self.stats.tls_client_hellos += 1
         if sni:
@@ -911,6 +941,7 @@ class Scanner:
         while self.flows:
             _, f = self.flows.popitem(last=False)
             self._finish(f)
+        self._count_refused()
 
     def _flush_app(self, flow: Flow) -> None:
         """Deliver what reassembly holds back and a last line without its newline."""

@@ -34,22 +34,24 @@ class ScanResult:
 
 def scan_files(paths: Iterable[str], catalogue: Catalogue,
                progress: Callable[[int], None] | None = None, fast: bool = True,
-               max_flows: int | None = None, dedup: bool = True) -> ScanResult:
+               max_flows: int | None = None, dedup: bool = True,
+               memcap: int | None = None) -> ScanResult:
     """Scan captures in order, as one continuous observation (flows span files).
 
     ``fast`` selects the batch path (numpy header decode, payload only where it
     matters); ``fast=False`` is the plain per-packet path. Both give the same answer.
     ``progress`` is called after each batch with the bytes read so far, over all the captures.
-    ``dedup`` drops mirror-port copies of packets (poolsniff.dedup).
+    ``dedup`` drops mirror-port copies of packets (poolsniff.dedup). ``memcap``: bytes the
+    flows may hold back, over all of them (pipeline.STREAM_MEMCAP by default).
     """
     with pipeline_gc():
-        return _scan(paths, catalogue, progress, fast, max_flows, dedup=dedup)
+        return _scan(paths, catalogue, progress, fast, max_flows, dedup=dedup, memcap=memcap)
 
 
 def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], None] | None,
           fast: bool, max_flows: int | None, part: tuple[int, int] | None = None,
-          dedup: bool = True) -> ScanResult:
-    scanner = Scanner(catalogue, max_flows, part, dedup)
+          dedup: bool = True, memcap: int | None = None) -> ScanResult:
+    scanner = Scanner(catalogue, max_flows, part, dedup, memcap)
     warnings: list[str] = []
     done = 0                    # bytes read of the captures before this one (for progress)
     for path in paths:
@@ -151,9 +153,10 @@ def _init_worker(read: Any) -> None:
     _READ = read
 
 
-def _scan_part(args: tuple[list[str], str | None, int | None, int, int, bool]) -> ScanResult:
+def _scan_part(args: tuple[list[str], str | None, int | None, int, int, bool, int | None]
+               ) -> ScanResult:
     """Worker for scan_parallel: part k of n of the flows of all the captures."""
-    paths, sigdir, max_flows, k, n, dedup = args
+    paths, sigdir, max_flows, k, n, dedup, memcap = args
     progress = None
     if k == 0 and _READ is not None:
         shared = _READ
@@ -161,11 +164,13 @@ def _scan_part(args: tuple[list[str], str | None, int | None, int, int, bool]) -
         def progress(read: int) -> None:
             shared.value = read
     with pipeline_gc():
-        return _scan(paths, Catalogue.load(sigdir), progress, True, max_flows, (k, n), dedup)
+        return _scan(paths, Catalogue.load(sigdir), progress, True, max_flows, (k, n), dedup,
+                     memcap)
 
 
 def scan_parallel(paths: list[str], sigdir: str | None, jobs: int, max_flows: int | None = None,
-                  progress: Callable[[int], None] | None = None, dedup: bool = True) -> ScanResult:
+                  progress: Callable[[int], None] | None = None, dedup: bool = True,
+                  memcap: int | None = None) -> ScanResult:
     """:func:`scan_files` on ``jobs`` cores, with the same answer.
 
     Every worker reads all the captures, in order, and takes the flows (and DNS messages)
@@ -177,12 +182,12 @@ def scan_parallel(paths: list[str], sigdir: str | None, jobs: int, max_flows: in
     """
     if jobs <= 1:
         return scan_files(paths, Catalogue.load(sigdir), progress=progress, max_flows=max_flows,
-                          dedup=dedup)
+                          dedup=dedup, memcap=memcap)
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     read = multiprocessing.get_context().Value("q", 0, lock=False)
-    work = [(paths, sigdir, max_flows, k, jobs, dedup) for k in range(jobs)]
+    work = [(paths, sigdir, max_flows, k, jobs, dedup, memcap) for k in range(jobs)]
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(read,)) as pool:
         futures = [pool.submit(_scan_part, w) for w in work]
         while True:

@@ -9,6 +9,7 @@ the next newline). Sessions picked up mid-stream start at the first segment seen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 MAX_OOO_BYTES = 256 * 1024     # held-back out-of-order bytes per direction
@@ -29,13 +30,40 @@ def _seq_diff(a: int, b: int) -> int:
 TAIL = 64    # delivered bytes kept per direction to check retransmissions against
 
 
+class Budget:
+    """The bytes one Scanner holds back, over all its flows (segments waiting for a hole to
+    fill, partial lines and messages in the framers, an unfinished TLS ClientHello), against
+    a cap: the reassembly memcap. Each flow's own holdings are bounded, but a flow cap's worth
+    of flows each holding its bound is tens of GB; at the cap, what would be held is refused
+    (and counted) instead. Suricata's stream.reassembly.memcap is the same knob."""
+
+    __slots__ = ("cap", "used", "refused")
+
+    def __init__(self, cap: float = math.inf) -> None:
+        self.cap = cap
+        self.used = 0
+        self.refused = 0          # times something was not held for want of budget
+
+    def take(self, n: int) -> bool:
+        """Account n more bytes held, if the cap allows (else count a refusal)."""
+        if self.used + n > self.cap:
+            self.refused += 1
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 class HalfStream:
     """Reassembles one direction; calls ``deliver`` with contiguous bytes."""
 
     __slots__ = ("next_seq", "ooo", "ooo_bytes", "deliver", "gaps", "retrans_bytes", "overlap_diff", "last",
-                 "midstream")
+                 "midstream", "budget")
 
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, budget: Budget | None = None) -> None:
+        self.budget = budget if budget is not None else Budget()
         self.next_seq: int | None = None
         self.ooo: dict[int, tuple[bytes, int, float]] = {}
         self.ooo_bytes = 0
@@ -68,8 +96,8 @@ class HalfStream:
             # picked up mid-stream: hold the first segments, then start at the lowest
             # sequence number among them (they may have arrived out of order)
             self.midstream = True
-            self.ooo[seq] = (data, frame, ts)
-            self.ooo_bytes += len(data)
+            if not self._hold(seq, data, frame, ts):
+                return
             if len(self.ooo) >= MIDSTREAM_HOLD:
                 self._start_midstream()
             return
@@ -116,8 +144,11 @@ class HalfStream:
         if old is not None and len(old[0]) >= len(data):
             self.retrans_bytes += len(data)
             return
-        if old is not None:
+        if not self.budget.take(len(data)):
+            return                  # no memory left to hold it: as if it never arrived
+        if old is not None:                 # replaced in place (the dict's order is read)
             self.ooo_bytes -= len(old[0])
+            self.budget.give(len(old[0]))
         self.ooo[seq] = (data, frame, ts)
         self.ooo_bytes += len(data)
         if self.ooo_bytes > MAX_OOO_BYTES or len(self.ooo) > MAX_OOO_SEGMENTS:
@@ -154,11 +185,25 @@ class HalfStream:
         if self.next_seq is None and self.ooo:
             self._start_midstream()
 
+    def _hold(self, seq: int, data: bytes, frame: int, ts: float) -> bool:
+        """Hold a segment back (False: the budget refused it)."""
+        if not self.budget.take(len(data)):
+            return False
+        self.ooo[seq] = (data, frame, ts)
+        self.ooo_bytes += len(data)
+        return True
+
+    def _take(self, seq: int) -> tuple[bytes, int, float]:
+        """A held segment, no longer held."""
+        item = self.ooo.pop(seq)
+        self.ooo_bytes -= len(item[0])
+        self.budget.give(len(item[0]))
+        return item
+
     def _start_midstream(self) -> None:
         ref = next(iter(self.ooo))
         first = min(self.ooo, key=lambda s: _seq_diff(s, ref))
-        data, frame, ts = self.ooo.pop(first)
-        self.ooo_bytes -= len(data)
+        data, frame, ts = self._take(first)
         self._emit(data, frame, ts, True)
         self.next_seq = (first + len(data)) & 0xFFFFFFFF
         self._drain()
@@ -171,7 +216,7 @@ class HalfStream:
     def _drain(self) -> None:
         while self.ooo:
             nxt = self.next_seq
-            hit = self.ooo.pop(nxt, None) if nxt is not None else None
+            hit = self._take(nxt) if nxt is not None and nxt in self.ooo else None
             if hit is None:
                 # an overlapping held-back segment that starts before next_seq
                 best = None
@@ -182,15 +227,13 @@ class HalfStream:
                         break
                 if best is None:
                     return
-                data, frame, ts = self.ooo.pop(best)
-                self.ooo_bytes -= len(data)
+                data, frame, ts = self._take(best)
                 skip = -_seq_diff(best, nxt)  # type: ignore[arg-type]
                 if skip < len(data):
                     self._emit(data[skip:], frame, ts, False)
                     self.next_seq = (nxt + len(data) - skip) & 0xFFFFFFFF  # type: ignore[operator]
                 continue
             data, frame, ts = hit
-            self.ooo_bytes -= len(data)
             self._emit(data, frame, ts, False)
             self.next_seq = (nxt + len(data)) & 0xFFFFFFFF  # type: ignore[operator]
 
@@ -200,8 +243,7 @@ class HalfStream:
             return
         base = self.next_seq
         first = min(self.ooo, key=lambda s: _seq_diff(s, base))
-        data, frame, ts = self.ooo.pop(first)
-        self.ooo_bytes -= len(data)
+        data, frame, ts = self._take(first)
         self.gaps += 1
         self._emit(data, frame, ts, True)
         self.next_seq = (first + len(data)) & 0xFFFFFFFF
@@ -215,5 +257,6 @@ class HalfStream:
             self._skip_gap()
 
     def release(self) -> None:
+        self.budget.give(self.ooo_bytes)
         self.ooo.clear()
         self.ooo_bytes = 0

@@ -52,6 +52,7 @@ class WatchOptions:
     sigdir: str | None = None
     max_flows: int | None = None
     dedup: bool = True
+    memcap: int | None = None       # bytes the flows may hold back (pipeline.STREAM_MEMCAP)
     status: bool = False
 
 
@@ -127,7 +128,7 @@ class Watcher:
                 self.mining.add(h.ip)
         self.alerter = Alerter(store.alerted(), o.suppress)
         self.sink = AlertSink(o.alerts)
-        sc = Scanner(self.cat, o.max_flows, dedup=o.dedup)
+        sc = Scanner(self.cat, o.max_flows, dedup=o.dedup, memcap=o.memcap)
         sc.begin_file(src.name)
         self.scanner = sc
         old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}

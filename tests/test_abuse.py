@@ -96,3 +96,118 @@ def test_dns_answers_fill_a_bounded_endpoint_table(tmp_path, cat, monkeypatch):
     [h] = sc.results()
     assert h.verdict == "suspect" and h.evidence_total == 20_000 and len(h.evidence) <= 40
     assert len(sc.domain_events) <= 10_000
+
+
+def _holdings(sc) -> int:
+    """What the scanner's flows hold back, counted from the flows themselves."""
+    n = 0
+    for f in sc.flows.values():
+        n += sum(s.ooo_bytes for s in f.streams or ())
+        n += sum(fr.held for fr in f.framers or () if fr is not None)
+        n += len(f.tls_buf)
+    return n
+
+
+def test_flows_holding_bytes_past_a_hole_stay_under_the_memcap(tmp_path, cat):
+    """Fake miners that each hold ~248 KB a side past a hole that never fills: without a cap
+    over all flows, 2,000 of them took 1.24 GB. The memcap holds what it allows, refuses the
+    rest (counted), every miner is still found, and both paths agree."""
+    from poolsniff.batch import feed_block
+    from poolsniff.pipeline import Scanner
+    from poolsniff.sources.pcapfile import CaptureReader
+    p = tmp_path / "held.pcap"
+    abuse.write(p, abuse.held(40))
+    cap = 2 << 20
+    results = []
+    for fast in (True, False):
+        sc = Scanner(cat, memcap=cap)
+        sc.begin_file("held")
+        rd = CaptureReader(str(p), batch_size=4096)
+        for chunk in (rd.blocks(4096) if fast else rd):
+            feed_block(sc, chunk) if fast else sc.feed(chunk)
+            assert sc.budget.used == _holdings(sc) <= cap
+        sc.finish_all()
+        assert sc.budget.used == 0                  # all given back as the flows ended
+        assert sc.stats.anomalies["stream.memcap_drop"] > 0
+        results.append([h.to_dict() for h in sc.results()])
+        assert len(results[-1]) == 40 and all(h["verdict"] == "mining" for h in results[-1])
+    assert results[0] == results[1]
+    # with the default cap (256 MB) these 40 flows hold all they send: nothing refused
+    res = scan(p, cat)
+    assert "stream.memcap_drop" not in res.stats["anomalies"] and len(res.hosts) == 40
+
+
+def test_memcap_accounting_matches_the_flows_on_the_suite(cat):
+    """What the budget says is held equals what the flows hold, after every batch of every
+    capture of pcaps/ (both paths), and nothing is left once the flows end."""
+    from conftest import PCAPS
+    from poolsniff.batch import feed_block
+    from poolsniff.pipeline import Scanner
+    from poolsniff.sources.pcapfile import CaptureReader
+    paths = sorted(PCAPS.glob("*.pcap*")) + sorted((PCAPS / "malformed").glob("*.pcap*"))
+    for path in paths:
+        for fast in (True, False):
+            sc = Scanner(cat)
+            try:
+                rd = CaptureReader(str(path), batch_size=512)
+            except Exception:        # the damaged captures that are not captures at all
+                continue
+            sc.begin_file(path.name)
+            for chunk in (rd.blocks(512) if fast else rd):
+                feed_block(sc, chunk) if fast else sc.feed(chunk)
+                assert sc.budget.used == _holdings(sc), (path.name, fast)
+            sc.finish_all()
+            assert sc.budget.used == 0, (path.name, fast)
+
+
+def test_partial_lines_and_messages_count_against_the_memcap():
+    from poolsniff.framing import HttpFramer, LineFramer
+    from poolsniff.stream import Budget, HalfStream
+    b = Budget(1000)
+    lines = []
+    lf = LineFramer(lambda line, f, t: lines.append(line), lambda *a: None, budget=b)
+    lf.feed(b'{"id":1}\n{"id":2,', 1, 0.0)
+    assert b.used == lf.held == 8
+    lf.feed(b"x" * 2000, 2, 0.0)                     # the partial line outgrows the cap: dropped
+    assert b.used == 0 and b.refused == 1 and lf.resync
+    lf.feed(b'tail"}\n{"id":3}\n', 3, 0.0)         # re-synced at the next newline
+    assert lines == [b'{"id":1}', b'{"id":3}']
+    hf = HttpFramer(lambda m: None, lambda *a: None, b)
+    hf.feed(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"y" * 1200, 1, 0.0)
+    assert hf.dead and b.used == 0 and b.refused == 2
+    hs = HalfStream(lambda *a: None, b)
+    hs.syn(99)
+    hs.segment(600, b"z" * 600, 1, 0.0)            # held past the hole at 100
+    hs.segment(2000, b"z" * 600, 2, 0.0)           # refused: over the cap
+    assert hs.ooo_bytes == b.used == 600 and b.refused == 3
+    hs.release()
+    assert b.used == 0
+
+
+def test_a_framer_let_go_while_it_feeds_gives_everything_back():
+    """An HTTP request that decides its flow 'other' drops the flow's framers from inside the
+    framer's own feed; the pipelined bytes after it must not be held (and counted) again."""
+    from poolsniff.framing import HttpFramer
+    from poolsniff.stream import Budget
+    b = Budget(10_000)
+    box = []
+    hf = HttpFramer(lambda m: box[0].release(), lambda *a: None, b)
+    box.append(hf)
+    hf.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next-request-not-yet-whole", 1, 0.0)
+    assert b.used == 0 and hf.held == 0
+
+
+def test_an_unfinished_client_hello_is_held_then_given_back(cat):
+    from poolsniff.batch import feed_block
+    from poolsniff.sources.pcapfile import block_from_packets
+    from poolsniff.pipeline import Scanner
+    s = abuse._Session(bytes([10, 7, 0, 9]), 43000)
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"r" * 89      # 100 of 517 bytes
+    frames = list(s.open()) + list(s.client(hello))
+    sc = Scanner(cat)
+    sc.begin_file("tls")
+    feed_block(sc, block_from_packets([(i + 1, abuse.T0 + i / 10, 1, f)
+                                       for i, f in enumerate(frames)]))
+    assert sc.budget.used == _holdings(sc) == 100
+    sc.finish_all()
+    assert sc.budget.used == 0
