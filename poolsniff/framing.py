@@ -99,15 +99,6 @@ class LineFramer(_Holder):
         self.oversize = 0
 
     def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> None:
-        self._feed(data, frame, ts, gap)
-        if len(self.buf) != self.held and not self._hold(len(self.buf)):
-            # no memory left to hold the partial line: dropped, the stream re-syncs at the
-            # next newline (counted in the budget)
-            self.buf.clear()
-            self.resync = True
-            self._hold(0)
-
-    def _feed(self, data: bytes, frame: int, ts: float, gap: bool) -> None:
         if gap:
             self.buf.clear()
             self.resync = True
@@ -120,6 +111,8 @@ class LineFramer(_Holder):
                 nl = data.find(b"\n")
                 if nl < 0:
                     self.resync = True
+                    if self.held:               # the buffer is empty here
+                        self._hold(0)
                     return
                 start = nl + 1
         while True:
@@ -152,6 +145,12 @@ class LineFramer(_Holder):
                 self.resync = True
             else:
                 self.buf += data[start:]
+        if len(self.buf) != self.held and not self._hold(len(self.buf)):
+            # no memory left to hold the partial line: dropped, the stream re-syncs at the
+            # next newline (counted in the budget)
+            self.buf.clear()
+            self.resync = True
+            self._hold(0)
 
     def flush(self, frame: int, ts: float) -> None:
         """End of stream: a last line without LF still counts (one message)."""
