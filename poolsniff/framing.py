@@ -243,18 +243,8 @@ class HttpFramer(_Holder):
 
     def feed(self, data: bytes, frame: int, ts: float, gap: bool = False) -> bytes:
         """Feed bytes; returns bytes left over after a protocol upgrade."""
-        rest = self._feed(data, frame, ts, gap)
         if self.dead:
-            self.buf.clear()            # nothing more is read from it
-        if len(self.buf) != self.held and not self._hold(len(self.buf)):
-            self.buf.clear()            # no memory left to hold the message: given up on
-            self.dead = True
-            self._hold(0)
-        return rest
-
-    def _feed(self, data: bytes, frame: int, ts: float, gap: bool) -> bytes:
-        if self.dead:
-            return b""
+            return b""                  # (its buffer was cleared when it died)
         if gap:
             self.buf.clear()
         self.buf += data
@@ -266,11 +256,17 @@ class HttpFramer(_Holder):
             self.on_anomaly("http.message_too_long", frame, ts)
             self.buf.clear()
             self.dead = True
+        rest = b""
         if self.upgraded:
             rest = bytes(self.buf)
             self.buf.clear()
-            return rest
-        return b""
+        elif self.dead:
+            self.buf.clear()            # nothing more is read from it
+        if len(self.buf) != self.held and not self._hold(len(self.buf)):
+            self.buf.clear()            # no memory left to hold the message: given up on
+            self.dead = True
+            self._hold(0)
+        return rest
 
     def _one(self) -> bool:
         end = self.buf.find(b"\r\n\r\n")
