@@ -77,8 +77,9 @@ class _Holder:
 
     def release(self) -> None:
         """The framer is dropped with its flow: what it held goes back to the budget."""
-        self.budget.give(self.held)
-        self.held = 0
+        if self.held:
+            self.budget.give(self.held)
+            self.held = 0
         self.released = True
 
 

@@ -573,7 +573,8 @@ class Scanner:
                     self.stats.anomaly("stream.overlap_different_data", s.overlap_diff)
                 s.release()
         flow.streams = None
-        self._drop_framers(flow)
+        if flow.framers is not None:
+            self._drop_framers(flow)
         if flow.tls_buf:
             self.budget.give(len(flow.tls_buf))
             flow.tls_buf = b""

@@ -257,6 +257,7 @@ class HalfStream:
             self._skip_gap()
 
     def release(self) -> None:
-        self.budget.give(self.ooo_bytes)
+        if self.ooo_bytes:
+            self.budget.give(self.ooo_bytes)
         self.ooo.clear()
         self.ooo_bytes = 0
