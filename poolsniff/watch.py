@@ -195,6 +195,9 @@ class Watcher:
         st = self.scanner.stats.to_dict()
         st["capture"] = src.counters()
         st["flows_open"] = len(self.scanner.flows)
+        # what the open flows hold back against --stream-memcap-mb (refusals: the anomaly
+        # stream.memcap_drop)
+        st["held_bytes"] = self.scanner.budget.used
         st["store"] = {"flushes": self.flushes, "failed_flushes": self.failed_flushes,
                        "pending_hosts": len(self.pending), "error": self.store_error}
         st["alerts"] = self.alerts_sent

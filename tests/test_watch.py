@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PCAPS, PUBLIC
+from conftest import PCAPS, PUBLIC, ROOT
 
 PS = [sys.executable, "-m", "poolsniff"]
 NOWHERE = ("pcap_filename", "pcap_cnt")
@@ -299,3 +299,21 @@ def test_usage_errors_are_one_line_exit_2(args, message, tmp_path):
     assert len(lines) == 1 or (lines[0].startswith("Usage:") and "Error:" in lines[-1]), r.stderr
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_watch_memcap_refuses_and_reports_what_is_held(tmp_path):
+    """--stream-memcap-mb reaches the watch's scanner: fake miners holding bytes past a hole
+    are refused past 1 MB (counted), and the stats event says what is still held (nothing,
+    once the watch has finished its flows)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import abuse
+    cap = tmp_path / "held.pcap"
+    abuse.write(cap, abuse.held(12))
+    r = ps("watch", "--read", str(cap), "--db", str(tmp_path / "w.db"), "--alerts", "-",
+           "--stream-memcap-mb", "1", "--no-status")
+    assert r.returncode == 0, r.stderr
+    stats = [json.loads(x)["stats"] for x in r.stdout.splitlines()
+             if json.loads(x)["event_type"] == "stats"]
+    assert stats[-1]["held_bytes"] == 0
+    assert stats[-1]["anomalies"]["stream.memcap_drop"] > 0
+    assert len([x for x in r.stdout.splitlines() if json.loads(x)["event_type"] == "mining"]) == 12
