@@ -189,7 +189,7 @@ class Flow:
                  "client", "syn_seen", "state", "app", "streams", "framers", "session",
                  "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
                  "midstream", "payload_bytes", "first_frame", "isn", "sign", "sign_frame",
-                 "fin", "close_ts", "data_ts", "proxy", "tunnel")
+                 "fin", "close_ts", "data_ts", "proxy", "tunnel", "queued")
 
     def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
         self.key = key
@@ -222,6 +222,7 @@ class Flow:
         # payload were seen. Payload after the close reopens the flow (a spoofed RST).
         self.fin = 0
         self.close_ts = -math.inf
+        self.queued = False                   # it has an entry in Scanner.closing
         self.data_ts = -math.inf
         self.proxy: ProxyHandshake | None = None     # a proxy's opening, until the tunnel opens
         self.tunnel: tuple[str, str, int, int] | None = None   # (kind, host, port, frame)
@@ -537,7 +538,12 @@ class Scanner:
         flow.fin |= bits
         if ts > flow.close_ts:
             flow.close_ts = ts
-        heapq.heappush(self.closing, (flow.close_ts, next(self._tick), flow))
+        if not flow.queued:
+            # one entry a flow: its key is only when to look again (the sweep re-queues a flow
+            # closed later than its entry says); an entry per FIN or RST grew with a flood of
+            # them on one flow, packet by packet (40,000 entries for 40,000 FINs)
+            heapq.heappush(self.closing, (flow.close_ts, next(self._tick), flow))
+            flow.queued = True
         if flow.fin & 3 == 3:
             self.winding.append(flow)       # looked at by the next sweep (_wind_down_closed)
 
@@ -868,19 +874,22 @@ class Scanner:
         """Finish flows idle for FLOW_IDLE_S (the table is in last-activity order), and TCP
         flows closed and silent for CLOSED_LINGER_S."""
         flows = self.flows
-        # closed flows: each FIN/RST left a heap entry keyed by the flow's latest close time; the
-        # ones due are finished in a canonical order (the same in the batch and per-packet paths)
+        # closed flows: a FIN/RST left the flow an entry in the heap, keyed by a close time no
+        # later than its latest; the ones due are finished in a canonical order (the same in
+        # the batch and per-packet paths)
         limit = now - CLOSED_LINGER_S
         heap = self.closing
         due: dict[int, Flow] = {}
         while heap and heap[0][0] < limit:
             _, _, f = heapq.heappop(heap)
+            f.queued = False
             if id(f) in due or flows.get(f.key) is not f or not f.closed:
                 continue                # finished already, or reopened (a later close pushes again)
             if f.silent_before(limit):
                 due[id(f)] = f
             else:
                 heapq.heappush(heap, (max(f.last_ts, f.close_ts), next(self._tick), f))
+                f.queued = True
         for f in _canonical(due.values()):
             del flows[f.key]
             self._finish(f)

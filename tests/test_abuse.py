@@ -211,3 +211,23 @@ def test_an_unfinished_client_hello_is_held_then_given_back(cat):
     assert sc.budget.used == _holdings(sc) == 100
     sc.finish_all()
     assert sc.budget.used == 0
+
+
+def test_a_flood_of_fins_on_one_flow_keeps_one_closing_entry(cat):
+    """Packet by packet (the path a block that would overflow the flow table takes), every
+    FIN pushed an entry to the closing heap: 40,000 FINs on one flow, 40,000 entries until
+    the flow fell silent. A flow has one entry; the flow still ends once silent."""
+    from poolsniff.pipeline import CLOSED_LINGER_S, Scanner
+    s = abuse._Session(bytes([10, 7, 0, 1]), 41000)
+    fin = [abuse.ETH + abuse._ip4(s.c, abuse.POOL, 6, abuse._tcp(s.sp, 3333, s.cs, 0x11, b"")),
+           abuse.ETH + abuse._ip4(abuse.POOL, s.c, 6, abuse._tcp(3333, s.sp, s.ss, 0x11, b""))]
+    frames = list(s.open()) + [fin[i % 2] for i in range(40_000)]
+    pkts = [(i + 1, abuse.T0 + i * 1e-5, 1, f) for i, f in enumerate(frames)]
+    sc = Scanner(cat)
+    sc.begin_file("fins")
+    for i in range(0, len(pkts), 4096):
+        sc.feed(pkts[i:i + 4096])
+        assert len(sc.closing) <= 1
+    assert len(sc.flows) == 1
+    sc.expire(abuse.T0 + 1 + CLOSED_LINGER_S + 1)
+    assert not sc.flows and not sc.closing
