@@ -10,6 +10,7 @@ Cases (each a generated pcap, scanned by `poolsniff scan -f json` under /usr/bin
   workers  W sessions from one host, each a new worker name        -> per-host set cap + "more"
   dns      D DNS answers for a pool name, each a new address       -> endpoint table cap
   held     H sessions turned mining, each holding ~248 KB a side past a hole -> reassembly memcap
+  spoofed  S DNS queries for a pool name, each from a forged source        -> host table cap
 Prints seconds, peak RSS and the bounding counters; writes bench/out/abuse.json.
 The generators are also used by tests/test_abuse.py on small sizes.
 """
@@ -144,8 +145,19 @@ def held(n: int) -> Iterator[bytes]:
             yield ETH + _ip4(POOL, s.c, 6, _tcp(3333, s.sp, s.ss + 1400 + k * 1400, 0x18, block))
 
 
+def spoofed_lookups(n: int) -> Iterator[bytes]:
+    """n DNS queries for a pool name, each from a source address of its own (UDP sources are
+    free to forge): each would be a 'suspect' host of its own."""
+    qname = b"".join(bytes([len(p)]) + p for p in POOL_NAME.split(b".")) + b"\0"
+    resolver = bytes([10, 7, 0, 53])
+    for i in range(n):
+        msg = struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + qname + b"\0\x01\0\x01"
+        yield ETH + _ip4(struct.pack("!I", 0x0B000000 + i), resolver, 17,
+                         _udp(5000 + i % 1000, 53, msg))
+
+
 CASES = {"flood": flood, "line": long_line, "workers": many_workers, "dns": dns_answers,
-         "held": held}
+         "held": held, "spoofed": spoofed_lookups}
 
 
 def run(path: Path) -> dict:
@@ -170,7 +182,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     sizes = {"flood": int(5_000_000 * a.scale), "line": 50 * a.scale,
              "workers": int(100_000 * a.scale), "dns": int(1_000_000 * a.scale),
-             "held": int(4_000 * a.scale)}
+             "held": int(4_000 * a.scale), "spoofed": int(1_000_000 * a.scale)}
     rows = []
     for name, size in sizes.items():
         path = a.out / f"abuse-{name}.pcap"
@@ -185,8 +197,10 @@ def main() -> None:
                                f"{hosts[0]['workers_more']:,} more",
             "dns": lambda: f"DNS messages {st['dns_messages']:,}, hosts {len(hosts)} (endpoint "
                            f"table capped at 100,000)",
-            "held": lambda: f"mining hosts {len(hosts):,}, held bytes dropped "
-                            f"{st['anomalies'].get('stream.memcap', 0):,}",
+            "held": lambda: f"mining hosts {len(hosts):,}, segments refused "
+                            f"{st['anomalies'].get('stream.memcap_drop', 0):,}",
+            "spoofed": lambda: f"hosts {len(hosts):,}, not kept "
+                               f"{st['anomalies'].get('hosts.table_full', 0):,}",
         }[name]()
         row = {"case": name, "size": size, "packets": pkts, "seconds": r["seconds"],
                "peak_rss_mb": r["peak_rss_mb"], "bounded_by": bound}

@@ -51,7 +51,7 @@ CLOSED_LINGER_S = 10.0      # a TCP flow closed (FIN both ways, or RST) and sile
 WIND_DOWN_S = 2.0           # closed by FIN both ways and silent this long: reassembly state dropped
 WOUND = 8                   # Flow.fin bit: its reassembly state was dropped (1, 2: FIN per side; 4: RST)
 MAX_ENDPOINTS = 100_000     # pool endpoints learned from DNS
-MAX_HOSTS = 1_000_000
+MAX_HOSTS = 200_000         # host records a scanner holds (a watch: between two flushes)
 MAX_ANOMALY_EVENTS = 1000   # anomaly events kept for output (all are counted)
 MAX_DOMAIN_EVENTS = 10_000  # pool-domain events kept for output
 SWEEP_EVERY = 50_000        # packets between idle sweeps
@@ -447,15 +447,16 @@ class Scanner:
                       is_resp: bool, client: bytes) -> None:
         """What a DNS lookup of a pool name says about the client, and its event."""
         host = self._host(ip_str(client))
-        host.raise_verdict("suspect", f"dns lookup of pool name {q}")
-        host.signatures.add(hit.pool.id)
-        host.domains.add(q)
-        host.seen(seg.ts)
-        reason = (f"DNS {'answer' if is_resp else 'query'} {q}"
-                  + (f" -> {', '.join(ips[:4])}" if ips else "")
-                  + f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})")
-        host.add_evidence([{"pcap_filename": self.file, "pcap_cnt": seg.frame, "ts": seg.ts,
-                            "reason": reason}])
+        if host is not None:
+            host.raise_verdict("suspect", f"dns lookup of pool name {q}")
+            host.signatures.add(hit.pool.id)
+            host.domains.add(q)
+            host.seen(seg.ts)
+            reason = (f"DNS {'answer' if is_resp else 'query'} {q}"
+                      + (f" -> {', '.join(ips[:4])}" if ips else "")
+                      + f" (signature {hit.pool.id} {hit.role} host {hit.host.pattern})")
+            host.add_evidence([{"pcap_filename": self.file, "pcap_cnt": seg.frame, "ts": seg.ts,
+                                "reason": reason}])
         if len(self.domain_events) < MAX_DOMAIN_EVENTS:
             self.domain_events.append({
                 "ts": seg.ts, "pcap_filename": self.file, "pcap_cnt": seg.frame,
@@ -1044,6 +1045,11 @@ class Scanner:
             if flow.session.dialect:
                 rec.dialects = [flow.session.dialect]
         host = self._host(client_ip)
+        if host is None:            # the host table is full: the pool traffic still counts
+            if mining or endpoint is None or endpoint.role == "stratum":
+                n = flow.counts
+                self.traffic.spread(flow.first_ts, flow.last_ts, n[2 + c], n[3 - c])
+            return
         if endpoint is not None and endpoint.role != "stratum" and not mining:
             # a visit to a pool's web site: a sign, not a session with a pool
             host.signatures.add(endpoint.pool.id)
@@ -1101,14 +1107,23 @@ class Scanner:
     def _suspect(self, flow: Flow, c: int, verdict_reason: str, evidence: str, frame: int) -> None:
         """A weaker sign of mining on a flow: the host is 'suspect', with the frame that shows it."""
         host = self._host(ip_str(flow.ips[c]))
+        if host is None:
+            return
         host.raise_verdict("suspect", verdict_reason)
         host.seen(flow.first_ts)
         host.add_evidence([{"pcap_filename": flow.file, "pcap_cnt": frame, "ts": flow.first_ts,
                             "reason": evidence, **self._tuple(flow, c)}])
 
-    def _host(self, ip: str) -> HostEvidence:
+    def _host(self, ip: str) -> HostEvidence | None:
+        """The host's record, made when first needed; None when MAX_HOSTS records are held
+        already (then what it would have added is counted as the anomaly hosts.table_full).
+        Each record is ~7 KB: one spoofed DNS query for a pool name per source address made
+        one, 80,000 of them 600 MB; a scan's evidence of real miners is thousands."""
         h = self.hosts.get(ip)
         if h is None:
+            if len(self.hosts) >= MAX_HOSTS:
+                self.stats.anomaly("hosts.table_full")
+                return None
             h = self.hosts[ip] = HostEvidence(ip)
         return h
 

@@ -10,7 +10,7 @@ from typing import Any
 from poolsniff import __version__
 from poolsniff.batch import feed_block
 from poolsniff.evidence import HostEvidence, Traffic, host_order
-from poolsniff.pipeline import MAX_ANOMALY_EVENTS, MAX_DOMAIN_EVENTS, Scanner, pipeline_gc
+from poolsniff.pipeline import MAX_ANOMALY_EVENTS, MAX_DOMAIN_EVENTS, MAX_HOSTS, Scanner, pipeline_gc
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader
 
@@ -74,6 +74,10 @@ def _scan(paths: Iterable[str], catalogue: Catalogue, progress: Callable[[int], 
                                     "frames": reader.frames, "truncated": reader.truncated})
     scanner.finish_all()
     stats = scanner.stats.to_dict()
+    full = stats["anomalies"].get("hosts.table_full")
+    if full:
+        warnings.append(f"the host table was full ({MAX_HOSTS:,} hosts): {full:,} pieces of "
+                        f"evidence of further hosts were not kept (a flood of spoofed sources?)")
     stats["signatures"] = len(catalogue)
     # a part keeps hosts without a verdict: another part's evidence may complete them
     hosts = scanner.results(every=part is not None)

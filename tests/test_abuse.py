@@ -231,3 +231,30 @@ def test_a_flood_of_fins_on_one_flow_keeps_one_closing_entry(cat):
     assert len(sc.flows) == 1
     sc.expire(abuse.T0 + 1 + CLOSED_LINGER_S + 1)
     assert not sc.flows and not sc.closing
+
+
+def test_spoofed_lookups_fill_a_bounded_host_table(tmp_path, cat, monkeypatch):
+    """One forged DNS query for a pool name per source address made a host record each
+    (~7 KB: 80,000 of them, 600 MB). The table holds MAX_HOSTS; the rest is counted and
+    said, and a pool session that comes when the table is full still counts as pool traffic."""
+    from poolsniff import pipeline
+    monkeypatch.setattr(pipeline, "MAX_HOSTS", 500)
+    monkeypatch.setattr(pipeline, "MAX_DOMAIN_EVENTS", 100)     # (bounded on their own)
+    p = tmp_path / "spoofed.pcap"
+    frames = list(abuse.spoofed_lookups(2_000))
+    s = abuse._Session(bytes([10, 7, 0, 99]), 45000)
+    frames += list(abuse._hello(s, "1BoatSLRHtKNngkdXEeobR76b53LETtpyT.late"))
+    abuse.write(p, iter(frames))
+    res = scan(p, cat)
+    assert len(res.hosts) == 500 and res.stats["hosts_suspect"] == 500
+    assert res.stats["anomalies"]["hosts.table_full"] == 1_500 + 1      # the late miner too
+    assert any("host table was full" in w for w in res.warnings)
+    assert sum(b[1] for b in res.traffic.to_list()) > 0                 # its pool bytes counted
+    # 3,000 more forged sources past the cap cost what their packets cost (the block, the
+    # address strings remembered), not 3,000 host records (~7 KB each: 21 MB more)
+    peaks = []
+    for n in (1_000, 4_000):
+        q = tmp_path / f"s{n}.pcap"
+        abuse.write(q, abuse.spoofed_lookups(n))
+        peaks.append(_peak(q, cat)[0])
+    assert peaks[1] - peaks[0] < 3_000 * 2_500, peaks
