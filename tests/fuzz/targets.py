@@ -22,13 +22,14 @@ from poolsniff.dedup import dup_key
 from poolsniff.decode import DecodeStats, decode
 from poolsniff.defrag import Defragmenter
 from poolsniff.errors import CaptureError, ConfigError
-from poolsniff.framing import MAX_LINE_BYTES, HttpFramer, LineFramer, WebSocketFramer, parse_json
+from poolsniff.framing import (MAX_HTTP_HEADER, MAX_LINE_BYTES, HttpFramer, LineFramer,
+                               WebSocketFramer, parse_json)
 from poolsniff.model import Segment
 from poolsniff.pipeline import Scanner
 from poolsniff.protocols import client_hello_sni, parse_dns
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader, block_from_packets
-from poolsniff.stream import MAX_OOO_BYTES, HalfStream
+from poolsniff.stream import MAX_OOO_BYTES, Budget, HalfStream
 from poolsniff.tunnel import CONNECT, MAX_HANDSHAKE, SOCKS4, SOCKS5, ProxyHandshake
 
 _TMP = Path(tempfile.mkdtemp(prefix="poolsniff-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm")
@@ -160,22 +161,42 @@ def line_framer(data: bytes) -> None:
 
 
 def tcp_stream(data: bytes) -> None:
-    hs = HalfStream(lambda *a: None)
+    """Segments at any sequence numbers: held bytes stay bounded, and the memcap's account
+    (a small cap, so it refuses) is what the stream holds, all given back at the end."""
+    budget = Budget(4096)
+    hs = HalfStream(lambda *a: None, budget)
     for c in _chunks(data):
         if len(c) < 4:
             continue
         seq = struct.unpack(">I", c[:4])[0]
         hs.segment(seq, c[4:], 1, 0.0, missing=(c[0] & 3) * 100 if c[0] & 4 else 0)
         assert hs.ooo_bytes <= MAX_OOO_BYTES + len(c)
+        assert budget.used == hs.ooo_bytes <= 4096
     hs.flush()
+    hs.release()
+    assert budget.used == 0
 
 
 def http_websocket(data: bytes) -> None:
-    h = HttpFramer(lambda m: None, lambda *a: None)
-    w = WebSocketFramer(lambda *a: None, lambda *a: None)
-    for i, c in enumerate(_chunks(data)):
+    """Bytes in pieces through the HTTP and WebSocket framers: the HTTP messages are those of
+    the same bytes fed at once (it parses as bytes come), and what both hold is what their
+    memcap account says (a small cap, so it refuses), all of it given back at release."""
+    budget = Budget(8192)
+    got: list[tuple[str, bytes]] = []
+    h = HttpFramer(lambda m: got.append((m.start, m.body)), lambda *a: None, budget)
+    w = WebSocketFramer(lambda *a: None, lambda *a: None, budget)
+    pieces = _chunks(data)
+    for i, c in enumerate(pieces):
         h.feed(c, i, 0.0)
         w.feed(c, i, 0.0)
+        assert budget.used == h.held + w.held <= 8192
+    h.release()
+    w.release()
+    assert budget.used == 0
+    whole: list[tuple[str, bytes]] = []
+    HttpFramer(lambda m: whole.append((m.start, m.body)), lambda *a: None).feed(b"".join(pieces), 0, 0.0)
+    if not h.dead and not h.upgraded and len(b"".join(pieces)) <= MAX_HTTP_HEADER:
+        assert got == whole
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -222,7 +243,7 @@ def pipeline(data: bytes) -> None:
     from poolsniff.output import render
     from poolsniff.scan import ScanResult, count_verdicts
 
-    sc = Scanner(catalogue(), max_flows=100)
+    sc = Scanner(catalogue(), max_flows=100, memcap=16384)
     sc.begin_file("fuzz")
     a, b = b"\x0a\x00\x00\x01", b"\xcb\x00\x71\x01"
     seqs = [1000, 5000]
@@ -235,6 +256,7 @@ def pipeline(data: bytes) -> None:
         sc._tcp(Segment(3 + i, 1.2 + i, 4, src, dst, 6, sp, dp, 0x18, seqs[side], c, 40 + len(c)))
         seqs[side] = (seqs[side] + len(c)) & 0xFFFFFFFF
     sc.finish_all()
+    assert sc.budget.used == 0            # every byte held was given back
     res = ScanResult(sc.results(), sc.stats.to_dict())
     count_verdicts(res.stats, res.hosts)
     for fmt in ("json", "jsonl", "csv", "table"):
