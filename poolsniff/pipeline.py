@@ -586,6 +586,7 @@ class Scanner:
             self.budget.give(len(flow.tls_buf))
             flow.tls_buf = b""
         if flow.proxy is not None:
+            self.budget.give(flow.proxy.held)
             flow.proxy = None
 
     @staticmethod
@@ -685,7 +686,17 @@ class Scanner:
         p = flow.proxy
         st = FAIL if p is None or gap else p.feed(side == flow.client, data, frame, ts)
         if st == MORE:
+            assert p is not None
+            n = p.buffered()
+            if n > p.held and not self.budget.take(n - p.held):
+                self._give_up(flow)         # no memory left to hold the opening
+                return
+            if n < p.held:
+                self.budget.give(p.held - n)
+            p.held = n
             return
+        if p is not None:
+            self.budget.give(p.held)
         flow.proxy = None
         if p is None:
             self._give_up(flow)

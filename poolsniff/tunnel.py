@@ -43,7 +43,7 @@ class ProxyHandshake:
     (with the frame and time of the segment that carried them), client side first.
     """
 
-    __slots__ = ("kind", "buf", "at", "host", "port", "request_frame", "method", "rest")
+    __slots__ = ("kind", "buf", "at", "host", "port", "request_frame", "method", "rest", "held")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -54,6 +54,11 @@ class ProxyHandshake:
         self.request_frame = 0
         self.method: int | None = None      # SOCKS5: the authentication the server chose
         self.rest: list[tuple[bool, bytes, int, float]] = []
+        self.held = 0                       # of buffered(), what the owner has accounted for
+
+    def buffered(self) -> int:
+        """Bytes held for the opening so far (both sides)."""
+        return len(self.buf[0]) + len(self.buf[1])
 
     def feed(self, from_client: bool, data: bytes, frame: int, ts: float) -> str:
         i = int(from_client)

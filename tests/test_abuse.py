@@ -105,6 +105,7 @@ def _holdings(sc) -> int:
         n += sum(s.ooo_bytes for s in f.streams or ())
         n += sum(fr.held for fr in f.framers or () if fr is not None)
         n += len(f.tls_buf)
+        n += f.proxy.buffered() if f.proxy is not None else 0
     return n
 
 
@@ -258,3 +259,23 @@ def test_spoofed_lookups_fill_a_bounded_host_table(tmp_path, cat, monkeypatch):
         abuse.write(q, abuse.spoofed_lookups(n))
         peaks.append(_peak(q, cat)[0])
     assert peaks[1] - peaks[0] < 3_000 * 2_500, peaks
+
+
+def test_a_proxy_opening_is_held_against_the_memcap(cat):
+    """A SOCKS5 opening waiting for the proxy's answer holds its bytes in the account; at a
+    cap too small for it, the flow is given up on; either way nothing is left at the end."""
+    from poolsniff.batch import feed_block
+    from poolsniff.pipeline import Scanner
+    from poolsniff.sources.pcapfile import block_from_packets
+    s = abuse._Session(bytes([10, 7, 0, 8]), 44000)
+    frames = list(s.open()) + list(s.client(b"\x05\x01\x00"))
+    pkts = [(i + 1, abuse.T0 + i / 10, 1, f) for i, f in enumerate(frames)]
+    for cap, held in ((None, 3), (2, 0)):
+        sc = Scanner(cat, memcap=cap)
+        sc.begin_file("socks")
+        feed_block(sc, block_from_packets(pkts))
+        [flow] = sc.flows.values()
+        assert sc.budget.used == _holdings(sc) == held
+        assert (flow.state == "other") == (held == 0)
+        sc.finish_all()
+        assert sc.budget.used == 0
