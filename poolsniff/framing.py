@@ -68,10 +68,8 @@ class _Holder:
         (the caller drops what it holds, which :meth:`_hold` (0) then gives back)."""
         if self.released:
             return True                 # no longer accounted: its flow let it go
-        if n > self.held and not self.budget.take(n - self.held):
+        if not self.budget.change(self.held, n):
             return False
-        if n < self.held:
-            self.budget.give(self.held - n)
         self.held = n
         return True
 

@@ -688,11 +688,9 @@ class Scanner:
         if st == MORE:
             assert p is not None
             n = p.buffered()
-            if n > p.held and not self.budget.take(n - p.held):
+            if not self.budget.change(p.held, n):
                 self._give_up(flow)         # no memory left to hold the opening
                 return
-            if n < p.held:
-                self.budget.give(p.held - n)
             p.held = n
             return
         if p is not None:

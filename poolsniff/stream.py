@@ -55,6 +55,14 @@ class Budget:
     def give(self, n: int) -> None:
         self.used -= n
 
+    def change(self, held: int, n: int) -> bool:
+        """A holding of ``held`` bytes is now ``n``: account the difference; False (a refusal
+        counted, nothing changed) when the growth does not fit."""
+        if n > held:
+            return self.take(n - held)
+        self.used -= held - n
+        return True
+
 
 class HalfStream:
     """Reassembles one direction; calls ``deliver`` with contiguous bytes."""
