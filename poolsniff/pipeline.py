@@ -889,18 +889,18 @@ class Scanner:
         # the batch and per-packet paths)
         limit = now - CLOSED_LINGER_S
         heap = self.closing
-        due: dict[int, Flow] = {}
+        due: list[Flow] = []            # (a flow has one entry in the heap: no repeats)
         while heap and heap[0][0] < limit:
             _, _, f = heapq.heappop(heap)
             f.queued = False
-            if id(f) in due or flows.get(f.key) is not f or not f.closed:
+            if flows.get(f.key) is not f or not f.closed:
                 continue                # finished already, or reopened (a later close pushes again)
             if f.silent_before(limit):
-                due[id(f)] = f
+                due.append(f)
             else:
                 heapq.heappush(heap, (max(f.last_ts, f.close_ts), next(self._tick), f))
                 f.queued = True
-        for f in _canonical(due.values()):
+        for f in _canonical(due):
             del flows[f.key]
             self._finish(f)
         self._wind_down_closed(now)
