@@ -59,6 +59,9 @@ def _repr(x: Any) -> str:
     return repr(x)
 
 
+_NO_ITEMS: frozenset[Any] = frozenset()
+
+
 class CappedSet:
     """A set that keeps at most ``cap`` items and counts how many distinct items it saw.
 
@@ -80,13 +83,15 @@ class CappedSet:
     __slots__ = ("items", "cap", "_hashes", "_legacy", "_approx", "_reprs", "_by_repr", "_done")
 
     def __init__(self, items: Iterable[Any] = (), cap: int = MAX_SET) -> None:
-        self.items: set[Any] = set()
+        # a host record has eleven of these, most of them never added to: the shared empty
+        # frozenset until the first item (an empty set is 216 bytes)
+        self.items: set[Any] | frozenset[Any] = _NO_ITEMS
         self.cap = cap
         self._hashes: array[int] | None = None   # sorted stable hashes, once over the cap
         self._legacy = 0        # counted elsewhere without a sketch (old stores, scan JSON)
         self._approx = False    # _legacy may count items also counted here
         self._reprs: list[str] | None = None      # the kept items' reprs, sorted, once full
-        self._by_repr: dict[str, Any] = {}
+        self._by_repr: dict[str, Any] | None = None
         # items past the cap added lately: adding an item again never changes the set (the
         # largest kept repr and the sketch's K-th hash only fall), so they are skipped
         self._done: set[Any] | None = None
@@ -99,6 +104,8 @@ class CappedSet:
         if x in items:
             return
         if len(items) < self.cap:
+            if not isinstance(items, set):
+                items = self.items = set()
             items.add(x)
             if self._hashes is not None:
                 self._count(stable_hash(x))
@@ -118,16 +125,17 @@ class CappedSet:
 
     def _keep(self, x: Any) -> None:
         """x belongs among the kept if it is smaller than the largest kept (the set is full)."""
-        rs = self._reprs
-        if rs is None:
-            self._by_repr = {repr(y): y for y in self.items}
-            self._reprs = rs = sorted(self._by_repr)
+        rs, by_repr, items = self._reprs, self._by_repr, self.items
+        if rs is None or by_repr is None:
+            self._by_repr = by_repr = {repr(y): y for y in items}
+            self._reprs = rs = sorted(by_repr)
+        assert isinstance(items, set)       # full, so not the shared empty one
         r = _repr(x)
         if r < rs[-1]:
-            self.items.discard(self._by_repr.pop(rs.pop()))
+            items.discard(by_repr.pop(rs.pop()))
             insort(rs, r)
-            self._by_repr[r] = x
-            self.items.add(x)
+            by_repr[r] = x
+            items.add(x)
 
     def _count(self, h: int) -> None:
         hs = self._hashes
@@ -183,17 +191,22 @@ class CappedSet:
             self._approx = True             # items counted without a sketch may overlap
         self._approx = self._approx or other._approx
         self._legacy += other._legacy
+        if not other.items and other._hashes is None:
+            return
+        items = self.items
+        if not isinstance(items, set):
+            items = self.items = set()
         if self._hashes is None and other._hashes is None \
-                and len(self.items | other.items) <= self.cap:
-            self.items |= other.items
+                and len(items | other.items) <= self.cap:
+            items |= other.items
             return
         union = sorted(set(self._hash_list()) | set(other._hash_list()))
         self._hashes = array("Q", union[:SKETCH_K])
         for x in sorted(other.items, key=repr):
-            if x in self.items:
+            if x in items:
                 continue
-            if len(self.items) < self.cap:
-                self.items.add(x)
+            if len(items) < self.cap:
+                items.add(x)
             else:
                 self._keep(x)
 
@@ -514,8 +527,21 @@ class AlgoRate:
                 "reported_max": self.reported_max, **{k: self._sums[k].state() for k in _RATE_SUMS}}
 
 
+_SETS = ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents", "signatures",
+         "domains", "difficulty", "links")
+_COUNTS = ("difficulty_changes", "jobs", "submitted", "accepted", "rejected", "stale",
+           "bytes_toserver", "bytes_toclient", "pkts_toserver", "pkts_toclient", "sessions")
+
+
 class HostEvidence:
     """Everything known about one IP that mines (or looks like it)."""
+
+    # slots: a scanner may hold MAX_HOSTS of these (a table of 200,000 suspects from forged
+    # lookups); with its sets' empty items shared, an empty record is ~1.6 KB, not ~6 KB
+    __slots__ = ("ip", "verdict", *_SETS, "methods", "difficulty_changes", "jobs", "submitted",
+                 "accepted", "rejected", "stale", "rates", "bytes_toserver", "bytes_toclient",
+                 "pkts_toserver", "pkts_toclient", "sessions", "first_seen", "last_seen",
+                 "evidence", "evidence_total")
 
     def __init__(self, ip: str) -> None:
         self.ip = ip
@@ -861,12 +887,6 @@ class Traffic:
         for k, a, c in rows:
             t.add(int(k), int(a), int(c))
         return t
-
-
-_SETS = ("reasons", "dialects", "coins", "pools", "workers", "wallets", "agents", "signatures",
-         "domains", "difficulty", "links")
-_COUNTS = ("difficulty_changes", "jobs", "submitted", "accepted", "rejected", "stale",
-           "bytes_toserver", "bytes_toclient", "pkts_toserver", "pkts_toclient", "sessions")
 
 
 def merge_hosts(into: dict[str, HostEvidence], hosts: Iterable[HostEvidence]) -> None:

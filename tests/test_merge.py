@@ -76,6 +76,54 @@ def test_capped_sets_keep_the_same_items_whatever_the_order_or_split():
         assert one.more == a.more == len(items) - 10      # distinct items, counted once
 
 
+def test_empty_capped_sets_share_nothing_a_caller_can_change():
+    """A set never added to holds the one shared empty frozenset (a host record has eleven
+    sets, most of them empty); the first add, a merge or a stored state gives it its own."""
+    from poolsniff.evidence import SKETCH_K, CappedSet
+    a, b, c = CappedSet(cap=3), CappedSet(cap=3), CappedSet(cap=3)
+    assert a.items is b.items and not a.items and a.more == 0
+    a.merge(b)                                  # empty into empty: still nothing
+    assert not a.items and a.state() == b.state()
+    a.add("x")
+    assert a.items == {"x"} and not b.items and not c.items
+    c.merge(a)                                  # into an empty one: a set of its own
+    c.add("y")
+    assert c.items == {"x", "y"} and a.items == {"x"}
+    full = CappedSet(["p", "q", "r", "s", "t"], cap=3)      # past the cap: a sketch
+    d = CappedSet(cap=3)
+    d.merge(full)
+    assert d.items == full.items == {"p", "q", "r"} and d.more == full.more == 2
+    full.merge(CappedSet(cap=3))                # nothing into a sketched one changes nothing
+    assert full.items == {"p", "q", "r"} and full.more == 2
+    e = CappedSet.from_state(CappedSet(cap=3).state(), 3)
+    e.add("z")
+    assert e.items == {"z"} and not CappedSet().items
+    big = CappedSet(cap=2)
+    for i in range(SKETCH_K + 10):
+        big.add(i)
+    assert big.items == {0, 1} and big.estimated
+
+
+def test_a_host_record_is_small_until_it_holds_something():
+    """A scanner holds up to MAX_HOSTS records (forged lookups each make a suspect): an
+    empty-ish record was ~6.5 KB (1.4 GB at the cap), it is now about a third of that."""
+    import tracemalloc
+
+    from poolsniff.evidence import HostEvidence
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        hosts = [HostEvidence(f"10.1.{i // 256}.{i % 256}") for i in range(2_000)]
+        for h in hosts:
+            h.raise_verdict("suspect", "looked up a pool domain")
+            h.domains.add("stratum.example")
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    per_host = sum(s.size_diff for s in after.compare_to(before, "filename")) / len(hosts)
+    assert per_host < 2_500, per_host
+
+
 def test_capped_set_counts_distinct_items_the_same_whatever_the_order_split_or_repeats():
     """`more` is derived from a mergeable sketch, not added up: items that repeat, or that
     one part kept and another dropped, are counted once, and a round trip through the
