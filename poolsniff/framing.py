@@ -224,6 +224,27 @@ def chunk_size(line: bytes) -> int | None:
     return int(digits, 16) if _HEXDIG.fullmatch(digits) else None
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def content_length(value: str | None) -> int | None:
+    """A Content-Length value's length (RFC 9110 8.6: 1*DIGIT; a list of one number repeated,
+    as a proxy that merged two same headers writes it, is that number); 0 when absent or
+    empty; None when invalid (a sign, other characters, different numbers)."""
+    if value is None or value == "":
+        return 0
+    parts = {p.strip(" \t") for p in value.split(",")}
+    if len(parts) != 1:
+        return None
+    digits = parts.pop()
+    # ASCII only: the pattern's [0-9] is, and the head was decoded as latin-1
+    if not _DIGITS.fullmatch(digits):
+        return None
+    digits = digits.lstrip("0") or "0"
+    # int() refuses over 4,300 decimal digits (ValueError); any length that long is too long
+    return int(digits) if len(digits) <= 18 else 10 ** 18
+
+
 class HttpFramer(_Holder):
     """Parses pipelined HTTP/1.x messages (Content-Length or chunked bodies).
 
@@ -304,11 +325,15 @@ class HttpFramer(_Holder):
             chunked = headers.get("transfer-encoding", "").lower() == "chunked"
             clen = 0
             if not chunked:
-                try:
-                    clen = int(headers.get("content-length", "0") or 0)
-                except ValueError:
-                    clen = 0
-                if clen < 0 or clen > MAX_HTTP_BODY:
+                length = content_length(headers.get("content-length"))
+                if length is None:
+                    # RFC 9112 6.3: where the message ends is unknown, and so is where the
+                    # next one starts (int() took "+5", "1_0" and " 5 " as numbers)
+                    self.on_anomaly("http.bad_content_length", self.frame, self.ts)
+                    self.dead = True
+                    return False
+                clen = length
+                if clen > MAX_HTTP_BODY:
                     self.on_anomaly("http.body_too_long", self.frame, self.ts)
                     self.dead = True
                     return False

@@ -126,6 +126,35 @@ def test_chunk_sizes():
     assert {chunk_size(x) for x in (b"-6", b"+5", b"5_0", b"0x5", b"", b"; x", b"5 5")} == {None}
 
 
+def test_content_lengths():
+    """RFC 9110 8.6: 1*DIGIT, or the same number repeated in a list; int() also took a sign,
+    underscores and blanks inside, and raised on over 4,300 digits."""
+    from poolsniff.framing import MAX_HTTP_BODY, content_length
+    assert [content_length(x) for x in (None, "", "5", "0", "007", " 12 ", "5, 5", "5,5,5")] == \
+        [0, 0, 5, 0, 7, 12, 5, 5]
+    assert {content_length(x) for x in ("+5", "-1", "1_0", "5 5", "5,6", "5,,5", "0x5", "٥",
+                                        "5a", ",", "1e3")} == {None}
+    assert content_length("9" * 5000) > MAX_HTTP_BODY
+    assert content_length("0" * 5000 + "42") == 42
+
+
+def test_a_bad_content_length_ends_the_stream_and_says_so():
+    """Where a message with an invalid length ends is unknown, so is where the next begins
+    (RFC 9112 6.3): the framer gives up, with an anomaly, instead of reading the body as
+    the next message's head. A valid length still frames the body, a too long one is said."""
+    for value, event, bodies in ((b"+5", "http.bad_content_length", []),
+                                 (b"5, 6", "http.bad_content_length", []),
+                                 (b"9" * 5000, "http.body_too_long", []),
+                                 (b"5, 5", None, [b"hello"]),
+                                 (b"05", None, [b"hello"])):
+        events, got = [], []
+        fr = HttpFramer(lambda m: got.append(m.body), lambda e, f, t: events.append(e))
+        fr.feed(b"POST / HTTP/1.1\r\nContent-Length: " + value + b"\r\n\r\nhello"
+                + b"GET / HTTP/1.1\r\n\r\n", 1, 0.0)
+        assert got[:1] == bodies and events == ([event] if event else []), value
+        assert fr.dead == (event is not None) and (fr.dead or len(got) == 2)
+
+
 @FAST
 @given(st.lists(st.text("0123456789abcdefABCDEF-+_ ;x", max_size=6), max_size=6),
        st.binary(max_size=40))
