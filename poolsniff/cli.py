@@ -64,7 +64,7 @@ MEMCAP = click.option(
          "fill, partial lines and messages, unfinished TLS ClientHellos. Each flow's share is "
          "bounded, but a flow table of hostile flows each holding its bound would not be; past "
          "this cap what would be held is dropped and counted (stats anomaly "
-         "stream.memcap_drop). With --jobs, each worker has this much.")
+         "stream.memcap_drop). With scan --jobs, each worker has this much.")
 
 
 def _expand(captures: tuple[str, ...]) -> tuple[str, ...]:
