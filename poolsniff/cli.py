@@ -330,7 +330,10 @@ REPORT_FORMATS = ("table", "json", "md", "html", "csv", "jsonl")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--db", metavar="STORE", help="Evidence store written by 'poolsniff watch'.")
+@click.option("--db", "dbs", multiple=True, metavar="STORE",
+              help="Evidence store written by 'poolsniff watch' (repeat to merge the stores "
+                   "of several sensors or links; a link two sensors both see would count "
+                   "twice).")
 @click.option("--from", "froms", multiple=True, metavar="SCAN.json",
               help="A result saved by 'scan --format json' (repeat to merge).")
 @click.option("--institutions", multiple=True, metavar="FILE",
@@ -353,13 +356,13 @@ REPORT_FORMATS = ("table", "json", "md", "html", "csv", "jsonl")
 @click.option("--geoip", metavar="MMDB",
               help="MaxMind-format city database (e.g. GeoLite2-City.mmdb) to place IPs the "
                    "registry does not hold in a city (needs: pip install 'poolsniff[geoip]').")
-def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...],
+def report(dbs: tuple[str, ...], froms: tuple[str, ...], institutions: tuple[str, ...],
            since: float | None, until: float | None, lang: str, fmt: str, output: str | None,
            efficiency: str | None, geoip: str | None) -> None:
     """Report the mining found: a sweep summary, institutions, every IP.
 
-    Reads a watch's store (--db, also while the watch runs) and/or saved scan
-    results (--from, merged), maps each IP to its institution with the
+    Reads watch stores (--db, also while the watch runs) and/or saved scan
+    results (--from), all merged, maps each IP to its institution with the
     registry, and gives the numbers a provincial sweep publishes: mining and
     suspect IPs, IPs per category and city, hashrate per algorithm with its 95%
     interval (never summed across algorithms), energy per algorithm from a
@@ -373,6 +376,7 @@ def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...]
       poolsniff report --from day1.json --institutions campus.yaml
       poolsniff report --db evidence.db --institutions province.csv --lang zh -f html -o r.html
       poolsniff report --db evidence.db --since 2021-10-01 --until 2021-10-08 -f csv -o ips.csv
+      poolsniff report --db link1.db --db link2.db --institutions province.csv
     """
     from poolsniff import report as rpt
     from poolsniff import report_render as rr
@@ -382,7 +386,7 @@ def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...]
     from poolsniff.sweep import GeoIP, build, load_efficiency
 
     try:
-        result = rpt.load(db, froms)
+        result = rpt.load(dbs, froms)
         reg = Registry.load(*institutions) if institutions else None
         eff = load_efficiency(efficiency)
         geo = GeoIP(geoip, lang) if geoip else None
@@ -393,7 +397,7 @@ def report(db: str | None, froms: tuple[str, ...], institutions: tuple[str, ...]
     rep = build(result.hosts, result.traffic, reg, since, until, eff, geo)
     rep["stats"] = result.stats
     rep["traffic"] = traffic_json(result.traffic)
-    rep["sources"] = {"db": db, "from": list(froms), "institutions": list(institutions)}
+    rep["sources"] = {"db": list(dbs), "from": list(froms), "institutions": list(institutions)}
     fh = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     try:
         if fmt == "json":

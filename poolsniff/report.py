@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from poolsniff.errors import ConfigError
@@ -11,12 +12,14 @@ from poolsniff.scan import ScanResult, count_verdicts, merge_counts, merge_resul
 from poolsniff.store import EvidenceStore
 
 
-def from_store(path: str) -> ScanResult:
+def from_store(path: str, every: bool = False) -> ScanResult:
     """The store as a scan result: the same host records ``scan`` gives, with the
-    counters of every run added up (``stats.runs`` lists the runs)."""
+    counters of every run added up (``stats.runs`` lists the runs, each with its store).
+    ``every``: records without a verdict too (another store's evidence may merge with
+    them)."""
     store = EvidenceStore(path)
     try:
-        hosts = sorted((h for h in store.hosts() if h.verdict != "none"), key=host_order)
+        hosts = sorted((h for h in store.hosts() if every or h.verdict != "none"), key=host_order)
         runs = store.run_stats()
         traffic = store.traffic()
     finally:
@@ -25,7 +28,8 @@ def from_store(path: str) -> ScanResult:
     for r in runs:
         stats = merge_counts(stats, r["stats"])
     stats.pop("store", None)
-    stats["runs"] = [{k: r[k] for k in ("id", "source", "started", "updated", "ended")}
+    stats["runs"] = [{"store": path, **{k: r[k] for k in ("id", "source", "started", "updated",
+                                                           "ended")}}
                      for r in runs]
     count_verdicts(stats, hosts)
     return ScanResult(hosts, stats, traffic=traffic)
@@ -54,9 +58,21 @@ def from_json(path: str) -> ScanResult:
     return ScanResult(hosts, dict(doc.get("stats") or {}), traffic=traffic)
 
 
-def load(db: str | None, froms: tuple[str, ...]) -> ScanResult:
-    """Every input merged (hosts merge, counters and traffic add)."""
-    parts = ([from_store(db)] if db else []) + [from_json(f) for f in froms]
-    if not parts:
+def load(dbs: tuple[str, ...], froms: tuple[str, ...]) -> ScanResult:
+    """Every input merged (hosts merge, counters and traffic add): the stores of several
+    sensors or links, saved scans."""
+    seen: dict[str, str] = {}
+    for p in dbs + froms:
+        key = os.path.realpath(p)
+        if key in seen:
+            raise ConfigError(f"given twice (as {seen[key]!r} too): its evidence would count "
+                              "twice", p, None, "name each store and scan result once")
+        seen[key] = p
+    if not dbs and not froms:
         raise ConfigError("nothing to report: give --db STORE and/or --from SCAN.json")
-    return parts[0] if len(parts) == 1 else merge_results(parts)
+    if len(dbs) + len(froms) == 1:
+        return from_store(dbs[0]) if dbs else from_json(froms[0])
+    merged = merge_results([from_store(d, every=True) for d in dbs] + [from_json(f) for f in froms])
+    merged.hosts = [h for h in merged.hosts if h.verdict != "none"]
+    count_verdicts(merged.stats, merged.hosts)
+    return merged

@@ -123,6 +123,33 @@ def test_watch_on_a_pipe_equals_scan(tmp_path, catalogue, magics):
     assert got["stats"]["packets"] == expected.stats["packets"]
 
 
+def test_report_merges_the_stores_of_several_sensors(tmp_path, catalogue):
+    """Two sensors, two stores (here: two watches each reading one part of a miner's day,
+    the same host in both): report --db a --db b gives the hosts, counters and traffic of
+    the two scans merged, lists each store's runs, and refuses a store named twice."""
+    from poolsniff.scan import merge_results, scan_files
+    files = [str(PCAPS / "merge_part1.pcap"), str(PCAPS / "merge_part2.pcap"),
+             str(PCAPS / "xmrig_compact.pcap")]
+    dbs = [tmp_path / "link1.db", tmp_path / "link2.db"]
+    for f, db in ((files[0], dbs[0]), (files[1], dbs[1]), (files[2], dbs[1])):
+        r = ps("watch", "--read", f, "--db", str(db), "--flush-every", "0.2s")
+        assert r.returncode == 0, r.stderr
+    expected = merge_results([scan_files([f], catalogue) for f in files])
+    r = ps("report", "--db", str(dbs[0]), "--db", str(dbs[1]), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert strip(got["hosts"]) == strip([h.to_dict() for h in expected.hosts])
+    shared = {h["ip"] for h in got["hosts"] if h["sessions"] > 1}
+    assert shared, "the two parts were to share a host"
+    assert got["stats"]["packets"] == expected.stats["packets"]
+    assert got["traffic"]["bins"] == expected.traffic.to_list()
+    assert [r["store"] for r in got["stats"]["runs"]] == [str(dbs[0])] + [str(dbs[1])] * 2
+    assert got["sources"]["db"] == [str(d) for d in dbs]
+    twice = ps("report", "--db", str(dbs[0]), "--db", str(tmp_path / "." / "link1.db"))
+    assert twice.returncode == 2 and "given twice" in twice.stderr \
+        and len(twice.stderr.strip().splitlines()) == 1, twice.stderr
+
+
 def test_report_table_and_jsonl_from_store(tmp_path):
     db = tmp_path / "w.db"
     assert ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db)).returncode == 0
