@@ -251,12 +251,18 @@ class Duration(click.ParamType):
               help="Flows tracked at once (default 200000).")
 @click.option("--status/--no-status", default=None,
               help="Status line on stderr: pps, drops, flows, mining hosts (default: on a TTY).")
+@click.option("-w", "--workers", type=click.IntRange(0, 256), default=1, show_default=True,
+              help="Capture processes (0: one per core). Each captures every packet and takes "
+                   "a share of the flows (and learns pool addresses from every DNS answer); "
+                   "this process keeps the store and raises the alerts. For links whose mining "
+                   "traffic one core cannot keep up with; --max-flows and --stream-memcap-mb "
+                   "are per worker.")
 @DEDUP
 @MEMCAP
 def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts: str | None,
           snaplen: int, buffer_mb: int, flush_every: float, suppress: float, stats_every: float,
           user: str | None, sigdir: str | None, max_flows: int | None,
-          status: bool | None, dedup: bool, memcap_mb: int) -> None:
+          status: bool | None, workers: int, dedup: bool, memcap_mb: int) -> None:
     """Watch a live interface for months: keep the evidence, raise alerts.
 
     Captures through libpcap, runs the same pipeline as 'scan', and every
@@ -271,6 +277,7 @@ def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts:
     Examples:
       poolsniff watch -i eth1 --db /var/lib/poolsniff/evidence.db \\
           --alerts /var/log/poolsniff/alerts.json --user poolsniff
+      poolsniff watch -i eth1 --workers 4 --db evidence.db --alerts syslog
       tcpdump -i eth1 -w - | poolsniff watch --read - --alerts -
       poolsniff report --db /var/lib/poolsniff/evidence.db
     """
@@ -286,13 +293,17 @@ def watch(iface: str | None, read: str | None, bpf: str | None, db: str, alerts:
                            f"(scan takes a directory: poolsniff scan {read})")
     if flush_every <= 0:
         raise UsageFailure("--flush-every must be more than 0s")
+    workers = workers or (os.cpu_count() or 1)
+    if workers > 1 and read == "-":
+        raise UsageFailure("--workers reads the capture once per worker: give -i IFACE or "
+                           "--read FILE, not standard input")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s poolsniff[%(process)d] %(levelname)s %(message)s")
     opts = WatchOptions(iface=iface, read=read, bpf=bpf, db=db, alerts=alerts, snaplen=snaplen,
                         buffer_mb=buffer_mb, flush_every=flush_every, suppress=suppress,
                         stats_every=stats_every, user=user, sigdir=sigdir, max_flows=max_flows,
                         status=status if status is not None else sys.stderr.isatty(), dedup=dedup,
-                        memcap=memcap_mb << 20)
+                        memcap=memcap_mb << 20, workers=workers)
     try:
         code = Watcher(opts).run()
     except (ConfigError, CaptureError) as exc:

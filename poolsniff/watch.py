@@ -16,19 +16,23 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import pickle
 import pwd
 import signal
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from poolsniff.alerts import Alerter, AlertSink
 from poolsniff.batch import feed_block
-from poolsniff.errors import ConfigError
+from poolsniff.errors import CaptureError, ConfigError
 from poolsniff.evidence import HostEvidence, Traffic, merge_hosts
 from poolsniff.output import envelope
 from poolsniff.pipeline import Scanner, pipeline_gc
+from poolsniff.scan import merge_counts
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.live import LiveCapture, StreamCapture
 from poolsniff.store import EvidenceStore, StoreError
@@ -54,6 +58,7 @@ class WatchOptions:
     dedup: bool = True
     memcap: int | None = None       # bytes the flows may hold back (pipeline.STREAM_MEMCAP)
     status: bool = False
+    workers: int = 1                # capture processes, each taking a share of the flows
 
 
 def drop_privileges(user: str) -> None:
@@ -102,11 +107,9 @@ class Watcher:
     def run(self) -> int:
         o = self.o
         os.umask(0o077)                      # store, lock and alert files: owner only
-        if o.read is not None:
-            src: LiveCapture | StreamCapture = StreamCapture(o.read)
-        else:
-            assert o.iface is not None
-            src = LiveCapture(o.iface, o.bpf, o.snaplen, o.buffer_mb)
+        if o.workers > 1:
+            return self._run_workers()
+        src = _source(o)
         if o.user:
             drop_privileges(o.user)          # the capture is open; nothing else needs root
         store = EvidenceStore(o.db, writer=True)
@@ -179,25 +182,21 @@ class Watcher:
         return 0 if ok else 1
 
     def _reload(self) -> None:
-        try:
-            cat = Catalogue.load(self.o.sigdir)
-        except ConfigError as exc:
-            log.error("SIGHUP: signatures not reloaded, keeping the old ones: %s", exc)
-        else:
+        cat = _reload_signatures(self.o.sigdir)
+        if cat is not None:
             self.cat = self.scanner.cat = cat
-            log.info("SIGHUP: %d signatures reloaded", len(cat))
+        self._reopen_sink()
+
+    def _reopen_sink(self) -> None:
         try:
             self.sink.reopen()
         except OSError as exc:
             log.error("SIGHUP: cannot reopen %s: %s", self.o.alerts, exc.strerror or exc)
 
     def _stats(self, src: LiveCapture | StreamCapture) -> dict[str, Any]:
-        st = self.scanner.stats.to_dict()
-        st["capture"] = src.counters()
-        st["flows_open"] = len(self.scanner.flows)
-        # what the open flows hold back against --stream-memcap-mb (refusals: the anomaly
-        # stream.memcap_drop)
-        st["held_bytes"] = self.scanner.budget.used
+        return self._with_store(_pipeline_stats(self.scanner, src))
+
+    def _with_store(self, st: dict[str, Any]) -> dict[str, Any]:
         st["store"] = {"flushes": self.flushes, "failed_flushes": self.failed_flushes,
                        "pending_hosts": len(self.pending), "error": self.store_error}
         st["alerts"] = self.alerts_sent
@@ -210,9 +209,17 @@ class Watcher:
                final: bool = False) -> bool:
         sc = self.scanner
         finished, traffic = sc.take_hosts()
-        merge_hosts(self.pending, finished.values())
-        self.pending_traffic.merge(traffic)
         live, live_traffic = sc.snapshot()
+        return self._commit(store, finished.values(), traffic, live, live_traffic,
+                            lambda: self._stats(src), final)
+
+    def _commit(self, store: EvidenceStore, finished: Iterable[HostEvidence], traffic: Traffic,
+                live: dict[str, HostEvidence], live_traffic: Traffic | None,
+                stats: Callable[[], dict[str, Any]], final: bool) -> bool:
+        """Finished evidence into what waits for the store, alerts for what changed, then
+        one store transaction (``live``: what the open flows would add, replaced each time)."""
+        merge_hosts(self.pending, finished)
+        self.pending_traffic.merge(traffic)
         changed = list(self.pending.values()) + list(live.values())
         events = self.alerter.check(changed, time.time())
         self.pending_alerted.update(self.alerter.take_dirty())
@@ -224,7 +231,7 @@ class Watcher:
         self.sink.write(events)
         self.alerts_sent += len(events)
         try:
-            store.flush(self.pending, live, self._stats(src), self.pending_alerted, final,
+            store.flush(self.pending, live, stats(), self.pending_alerted, final,
                         self.pending_traffic, live_traffic)
         except StoreError as exc:
             self.failed_flushes += 1
@@ -242,3 +249,286 @@ class Watcher:
         self.pending_alerted = {}
         self.flushes += 1
         return True
+
+    # -- several capture processes ---------------------------------------------------------
+    def _run_workers(self) -> int:
+        """``--workers N``: N spawned processes each capture everything and take a share of
+        the flows (as ``scan --jobs`` parts do: every worker learns pool endpoints from
+        every DNS answer); this process keeps the store and the alerts, and commits what
+        they send after each of their flushes (so alerts are raised once, by one Alerter)."""
+        import multiprocessing as mp
+
+        o = self.o
+        ctx = mp.get_context("spawn")       # a fresh interpreter: no inherited store handle
+        conns: list[Connection] = []
+        procs: list[Any] = []
+        try:
+            for k in range(o.workers):
+                rx, tx = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=worker_main, args=(k, o, tx, os.getpid()),
+                                name=f"poolsniff-worker-{k}")
+                p.start()
+                tx.close()
+                conns.append(rx)
+                procs.append(p)
+            name = _await_ready(conns, procs)
+            if o.user:
+                drop_privileges(o.user)      # the workers opened the capture
+            store = EvidenceStore(o.db, writer=True)
+            try:
+                with pipeline_gc():
+                    return self._supervise(conns, procs, store, name)
+            finally:
+                store.close()
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():             # pragma: no cover - a worker that hangs
+                    p.kill()
+                    p.join()
+
+    def _supervise(self, conns: list[Connection], procs: list[Any], store: EvidenceStore,
+                   name: str) -> int:
+        o = self.o
+        n = len(conns)
+        run = store.begin_run(f"{name} ({n} workers)")
+        log.info("watching %s with %d workers; evidence store %s, run %d; flush every %gs",
+                 name, n, store.path, run, o.flush_every)
+        for h in store.hosts():
+            if h.verdict == "mining":
+                self.mining.add(h.ip)
+        self.alerter = Alerter(store.alerted(), o.suppress)
+        self.sink = AlertSink(o.alerts)
+        self.infos: list[dict[str, Any] | None] = [None] * n
+        lives: list[tuple[dict[str, HostEvidence], Traffic | None]] = [({}, None)] * n
+        running, finished_ok, failed = set(range(n)), set(), []
+        old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
+        told = False
+        started = time.monotonic()
+        next_stats, next_status, last_pkts = started + o.stats_every, started + 1.0, 0
+        ok = True
+        try:
+            while running:
+                if self.stop and not told:
+                    for k in running:
+                        procs[k].terminate()          # each finishes its flows, sends, exits
+                    told = True
+                if self.hup:
+                    self.hup = False
+                    self._reopen_sink()
+                    for k in running:
+                        try:
+                            os.kill(procs[k].pid, signal.SIGHUP)     # they reload signatures
+                        except ProcessLookupError:
+                            pass                 # exited: its end of the pipe says so next
+                finished: list[HostEvidence] = []
+                traffic = Traffic()
+                got = False
+                for c in wait([conns[k] for k in running], timeout=0.25):
+                    assert isinstance(c, Connection)
+                    k = conns.index(c)
+                    try:
+                        msg = pickle.loads(c.recv_bytes())
+                    except EOFError:
+                        running.discard(k)
+                        if k not in finished_ok:
+                            procs[k].join(timeout=5)
+                            failed.append(k)
+                            log.error("worker %d stopped without finishing (exit code %s): "
+                                      "stopping the others", k, procs[k].exitcode)
+                            self.stop = True
+                        continue
+                    _kind, done, tr, live, live_tr, info, final = msg
+                    finished += done
+                    traffic.merge(tr)
+                    lives[k] = (live, live_tr)
+                    self.infos[k] = info
+                    got = True
+                    if final:
+                        finished_ok.add(k)
+                if got:
+                    ok = self._commit(store, finished, traffic, *_union(lives),
+                                      self._workers_stats, False)
+                now = time.monotonic()
+                if now >= next_stats:
+                    self.sink.write([envelope("stats", time.time(), {"stats": self._workers_stats()})])
+                    next_stats = now + o.stats_every
+                if o.status and now >= next_status:
+                    st = self._workers_stats()
+                    sys.stderr.write(f"\r{st.get('packets', 0) - last_pkts:>9,} pps  "
+                                     f"dropped {st['capture']['dropped']:,}  "
+                                     f"flows {st['flows_open']:,}  mining hosts {len(self.mining):,}   ")
+                    sys.stderr.flush()
+                    last_pkts = st.get("packets", 0)
+                    next_status = now + 1.0
+            ok = self._commit(store, [], Traffic(), *_union(lives), self._workers_stats, True)
+            self.sink.write([envelope("stats", time.time(), {"stats": self._workers_stats()})])
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self.sink.close()
+            if o.status:
+                sys.stderr.write("\n")
+        return 0 if ok and not failed else 1
+
+    def _workers_stats(self) -> dict[str, Any]:
+        """The workers' counters as one watch's: the pipeline's add up (the lead worker
+        counts packets and bytes), libpcap's are per socket: received as the lead's, drops
+        added up (a packet one socket dropped is lost to that worker's flows)."""
+        infos = [i for i in self.infos if i is not None]
+        st: dict[str, Any] = {}
+        for i in infos:
+            st = merge_counts(st, {k: v for k, v in i.items() if k not in _PER_WORKER})
+        caps = [i["capture"] for i in infos]
+        st["capture"] = {"received": infos[0]["capture"]["received"] if infos else 0,
+                         "dropped": sum(c["dropped"] for c in caps),
+                         "if_dropped": max((c["if_dropped"] for c in caps), default=0),
+                         "workers": caps}
+        st["flows_open"] = sum(i["flows_open"] for i in infos)
+        st["held_bytes"] = sum(i["held_bytes"] for i in infos)
+        return self._with_store(st)
+
+
+_PER_WORKER = ("capture", "flows_open", "held_bytes")     # of _pipeline_stats: not added up
+
+
+def _source(o: WatchOptions) -> LiveCapture | StreamCapture:
+    if o.read is not None:
+        return StreamCapture(o.read)
+    assert o.iface is not None
+    return LiveCapture(o.iface, o.bpf, o.snaplen, o.buffer_mb)
+
+
+def _pipeline_stats(sc: Scanner, src: LiveCapture | StreamCapture) -> dict[str, Any]:
+    st = sc.stats.to_dict()
+    st["capture"] = src.counters()
+    st["flows_open"] = len(sc.flows)
+    # what the open flows hold back against --stream-memcap-mb (refusals: the anomaly
+    # stream.memcap_drop)
+    st["held_bytes"] = sc.budget.used
+    return st
+
+
+def _reload_signatures(sigdir: str | None) -> Catalogue | None:
+    try:
+        cat = Catalogue.load(sigdir)
+    except ConfigError as exc:
+        log.error("SIGHUP: signatures not reloaded, keeping the old ones: %s", exc)
+        return None
+    log.info("SIGHUP: %d signatures reloaded", len(cat))
+    return cat
+
+
+def _union(lives: list[tuple[dict[str, HostEvidence], Traffic | None]]
+           ) -> tuple[dict[str, HostEvidence], Traffic]:
+    """The workers' latest live evidence as one table, their records left as they are (a
+    worker's snapshot is used again until it sends the next one)."""
+    out: dict[str, HostEvidence] = {}
+    copied: set[str] = set()
+    traffic = Traffic()
+    for hosts, tr in lives:
+        for ip, h in hosts.items():
+            mine = out.get(ip)
+            if mine is None:
+                out[ip] = h
+                continue
+            if ip not in copied:
+                mine = out[ip] = HostEvidence.from_state(mine.state())
+                copied.add(ip)
+            mine.merge(h)
+        if tr is not None:
+            traffic.merge(tr)
+    return out, traffic
+
+
+def _await_ready(conns: list[Connection], procs: list[Any], timeout: float = 120.0) -> str:
+    """Wait until every worker has its capture open; a worker's error is raised here, as a
+    single watch would raise it."""
+    name = ""
+    deadline = time.monotonic() + timeout
+    for k, c in enumerate(conns):
+        if not c.poll(max(0.0, deadline - time.monotonic())):
+            raise CaptureError(f"worker {k} did not open the capture in {timeout:g}s")
+        try:
+            kind, *rest = c.recv()
+        except EOFError:
+            procs[k].join(timeout=5)
+            raise CaptureError(f"worker {k} exited while opening the capture "
+                               f"(exit code {procs[k].exitcode})") from None
+        if kind == "error":
+            cls, text = rest
+            raise (ConfigError if cls == "config" else CaptureError)(text)
+        name = name or rest[0]
+    return name
+
+
+def worker_main(k: int, o: WatchOptions, conn: Connection, parent: int) -> None:
+    """Worker k of ``o.workers`` (a spawned process): capture everything, take the flows
+    of part k, and at each flush send the parent what a single watch would store: the
+    finished hosts and traffic, the open flows' snapshot, the counters."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s poolsniff[%(process)d] %(levelname)s %(message)s")
+    flags = {"stop": False, "hup": False}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_a: flags.__setitem__("stop", True))
+    signal.signal(signal.SIGHUP, lambda *_a: flags.__setitem__("hup", True))
+    try:
+        src = _source(o)
+    except (ConfigError, CaptureError, OSError) as exc:
+        conn.send(("error", "config" if isinstance(exc, ConfigError) else "capture",
+                   str(exc) if not isinstance(exc, OSError) else
+                   f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")))
+        return
+    try:
+        try:
+            if o.user:
+                drop_privileges(o.user)
+            cat = Catalogue.load(o.sigdir)
+        except ConfigError as exc:
+            conn.send(("error", "config", str(exc)))
+            return
+        conn.send(("ready", src.name))
+        sc = Scanner(cat, o.max_flows, (k, o.workers), o.dedup, o.memcap)
+        sc.begin_file(src.name)
+
+        def send(final: bool) -> None:
+            done, traffic = sc.take_hosts()
+            live, live_traffic = sc.snapshot()
+            conn.send_bytes(pickle.dumps(("flush", list(done.values()), traffic, live,
+                                          live_traffic, _pipeline_stats(sc, src), final),
+                                         protocol=pickle.HIGHEST_PROTOCOL))
+
+        with pipeline_gc():
+            next_flush = time.monotonic() + o.flush_every
+            while not flags["stop"]:
+                if os.getppid() != parent:
+                    return                   # the parent is gone: nobody to send to
+                now = time.monotonic()
+                blk = src.read(timeout=min(0.25, max(0.0, next_flush - now)))
+                if blk is not None:
+                    feed_block(sc, blk)
+                elif src.eof:
+                    break
+                if flags["hup"]:
+                    flags["hup"] = False
+                    cat2 = _reload_signatures(o.sigdir)
+                    if cat2 is not None:
+                        sc.cat = cat2
+                now = time.monotonic()
+                if now >= next_flush:
+                    if src.live:
+                        sc.expire(time.time())
+                    send(False)
+                    next_flush = now + o.flush_every
+            sc.add_anomalies(getattr(src, "anomalies", []), src.name)
+            sc.finish_all()
+            send(True)
+    except (BrokenPipeError, EOFError):
+        return                               # the parent is gone
+    finally:
+        src.close()
+        conn.close()

@@ -150,6 +150,68 @@ def test_report_merges_the_stores_of_several_sensors(tmp_path, catalogue):
         and len(twice.stderr.strip().splitlines()) == 1, twice.stderr
 
 
+WORKER_CAPTURES = ["nesfit-di-cryptomining/cgminer.s0.pcapng", "zeek-cryptomining/bitcoin-mining.pcap",
+                   "ndpi/2018-c6b427c-ethereum.pcap"]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_watch_workers_store_what_one_watch_stores_and_alert_once(tmp_path, catalogue, workers):
+    """--workers N: each worker takes a share of the flows, learning pool names from every
+    DNS answer; the parent merges and stores. A probing miner's sessions (17 pools, looked
+    up in DNS), a Bitcoin miner's 13 sessions: hosts, counters, traffic and alerts are
+    those of a one-process watch, and the hosts were split between the workers."""
+    import ipaddress
+
+    from poolsniff.hashing import flow_hash
+    from poolsniff.scan import merge_results, scan_files
+    files = [str(PUBLIC / f) for f in WORKER_CAPTURES] + [str(PCAPS / "xmrig_compact.pcap")]
+    expected = merge_results([scan_files([f], catalogue) for f in files])
+    got_alerts = []
+    for n, db in ((1, tmp_path / "one.db"), (workers, tmp_path / "many.db")):
+        alerts = tmp_path / f"alerts{n}.json"
+        for f in files:
+            r = ps("watch", "--read", f, "--db", str(db), "--flush-every", "0.1s", "--workers",
+                   str(n), "--alerts", str(alerts))
+            assert r.returncode == 0, r.stderr
+        mining = [a for a in alert_lines(alerts) if a["event_type"] == "mining"]
+        # what changed (new pool, new wallet) depends on which sessions end before which
+        # flush, in one process too; each link alerts once, each host once as new
+        got_alerts.append((sorted(str((a["src_ip"], a["dest_ip"], a["dest_port"],
+                                       a["mining"]["wallet_or_login"], a["mining"]["coin"]))
+                                  for a in mining),
+                           sorted(a["src_ip"] for a in mining if a["mining"]["change"] == "new_host")))
+    got = report(tmp_path / "many.db")
+    assert strip(got["hosts"]) == strip([h.to_dict() for h in expected.hosts])
+    assert strip(report(tmp_path / "one.db")["hosts"]) == strip(got["hosts"])
+    for k in ("packets", "bytes", "flows", "flows_mining", "lines", "dns_messages"):
+        assert got["stats"][k] == expected.stats[k], k
+    assert got["traffic"]["bins"] == expected.traffic.to_list()
+    assert got_alerts[0] == got_alerts[1] and len(got_alerts[1][0]) >= 4
+    assert got_alerts[1][1] == sorted({h["ip"] for h in got["hosts"] if h["verdict"] == "mining"})
+    from poolsniff.store import EvidenceStore
+    store = EvidenceStore(str(tmp_path / "many.db"))
+    runs = store.run_stats()
+    store.close()
+    assert [len(r["stats"]["capture"]["workers"]) for r in runs] == [workers] * len(files)
+    assert all(r["source"].endswith(f"({workers} workers)") and r["ended"] for r in runs)
+    # some host's sessions fell to more than one worker
+    split = 0
+    for h in got["hosts"]:
+        parts = {flow_hash(ipaddress.ip_address(e["src_ip"]).packed, e["src_port"],
+                           ipaddress.ip_address(e["dest_ip"]).packed, e["dest_port"]) % workers
+                 for e in h["evidence"] if "src_port" in e}
+        split += len(parts) > 1
+    assert split
+
+
+def test_watch_workers_errors_are_one_line(tmp_path):
+    r = ps("watch", "--read", "/nonexistent.pcap", "--workers", "2", "--db", str(tmp_path / "x.db"))
+    assert r.returncode == 2 and "cannot open" in r.stderr, r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if "Error" in ln or "error" in ln]) == 1, r.stderr
+    r = ps("watch", "--read", "-", "--workers", "2", "--db", str(tmp_path / "x.db"))
+    assert r.returncode == 2 and "standard input" in r.stderr
+
+
 def test_report_table_and_jsonl_from_store(tmp_path):
     db = tmp_path / "w.db"
     assert ps("watch", "--read", str(PCAPS / "stratum_btc_compact.pcap"), "--db", str(db)).returncode == 0

@@ -211,22 +211,26 @@ def assert_same_hosts(scanned: dict[str, dict], watched: dict[str, dict], skip=(
 
 
 # -- tests -------------------------------------------------------------------------------
-def test_watch_finds_what_scan_finds(netns, tcpreplay, rounds, catalogue, tmp_path):
-    """Each round replayed into the interface gives the scan's host records. Without
-    dedup on either side: a replay compresses time, and a retransmission seconds after
-    its original in a capture (same IPv6 flow label, no TCP timestamps) comes within
-    dedup's 50 ms live (test_watch_counts_span_copies_once has dedup live)."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_watch_finds_what_scan_finds(netns, tcpreplay, rounds, catalogue, tmp_path, workers):
+    """Each round replayed into the interface gives the scan's host records, with one
+    capture process and with three (each libpcap socket sees every packet, each worker
+    takes a third of the flows). Without dedup on either side: a replay compresses time,
+    and a retransmission seconds after its original in a capture (same IPv6 flow label,
+    no TCP timestamps) comes within dedup's 50 ms live (test_watch_counts_span_copies_once
+    has dedup live)."""
     from poolsniff.scan import scan_files
     mining = 0
     for i, files in enumerate(rounds):
         db = tmp_path / f"round{i}.db"
-        w = Watch(netns, tmp_path, db, f"r{i}", "--no-dedup")
+        w = Watch(netns, tmp_path, db, f"r{i}", "--no-dedup", "--workers", str(workers))
         sent = replay(netns, files)
         w.wait_received(sent)
         assert w.stop() == 0, w.err.read_text()
         final = w.events("stats")[-1]["stats"]
         assert final["packets"] >= sent
         assert final["capture"]["dropped"] == 0, final["capture"]
+        assert len(final["capture"].get("workers", [None])) == workers
         scanned = {h.ip: h.to_dict() for h in scan_files(files, catalogue, dedup=False).hosts}
         watched = report(db)
         assert_same_hosts(scanned, watched)
@@ -317,6 +321,56 @@ def test_kill9_mid_replay_loses_at_most_one_flush(netns, tcpreplay, rounds, cata
     runs = con.execute("SELECT id, ended FROM runs ORDER BY id").fetchall()
     assert len(runs) == 2 and all(e is not None for _i, e in runs)
     assert con.execute("SELECT count(*) FROM live").fetchone()[0] == 0
+
+
+def _children(pid: int, workers: bool = True) -> list[int]:
+    """The process's children (workers: only the spawned workers, not multiprocessing's
+    resource tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(x) for x in path.read_text().split()] if path.exists() else []
+    if workers:
+        kids = [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_a_dead_worker_stops_the_watch_a_dead_watch_its_workers(
+        netns, tcpreplay, rounds, catalogue, tmp_path):
+    """--workers 2: a worker killed with SIGKILL stops the watch (exit 1, one error line
+    naming it), the other worker finishes its flows, and nothing flushed before is lost;
+    the watch itself killed with SIGKILL takes its workers with it."""
+    from poolsniff.scan import scan_files
+    db = tmp_path / "workers.db"
+    w = Watch(netns, tmp_path, db, "wk", "--no-dedup", "--workers", "2")
+    kids = _children(w.p.pid)
+    assert len(kids) == 2, kids
+    w.wait_received(replay(netns, rounds[0]))
+    os.kill(kids[1], signal.SIGKILL)
+    assert w.p.wait(timeout=60) == 1, w.err.read_text()
+    errors = [ln for ln in w.err.read_text().splitlines() if " ERROR " in ln]
+    assert len(errors) == 1 and "worker 1 stopped without finishing" in errors[0], errors
+    assert not any(_alive(k) for k in kids)
+    scanned = {h.ip: h.to_dict() for h in scan_files(rounds[0], catalogue, dedup=False).hosts}
+    assert_same_hosts(scanned, report(db))
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    w2 = Watch(netns, tmp_path, db, "wk2", "--workers", "2")
+    kids = _children(w2.p.pid, workers=False)
+    assert len(kids) >= 2, kids
+    w2.p.send_signal(signal.SIGKILL)
+    w2.p.wait(timeout=30)
+    deadline = time.time() + 15
+    while any(_alive(k) for k in kids):
+        assert time.time() < deadline, "workers outlived their watch"
+        time.sleep(0.1)
+    assert_same_hosts(scanned, report(db))
 
 
 def test_missing_interface_is_one_line_exit_2(tmp_path):
