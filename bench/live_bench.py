@@ -14,6 +14,8 @@ replay at the best such rate samples the watch's RSS every second.
 Needs root and tcpreplay. Example:
 
     python3 bench/live_bench.py --pcap /tmp/bench/bench.pcap --rates 50000,100000,200000,300000
+    python3 bench/live_bench.py --pcap /tmp/bench/bench.pcap --workers 3 --watch-cpus 1-3 \\
+        --replay-cpu 0                                      # a watch with capture processes
 """
 
 from __future__ import annotations
@@ -37,21 +39,28 @@ def sh(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of the process and its children (a watch's --workers)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(rss_kb(int(k)) for k in kids)
 
 
 def one_rate(ns: str, pcap: str, pps: int, loops: int, tmp: Path, cpu_watch: str,
-             cpu_replay: str, buffer_mb: int, sample: bool = False) -> dict:
+             cpu_replay: str, buffer_mb: int, sample: bool = False, workers: int = 1) -> dict:
     alerts = tmp / f"alerts-{pps}.json"
     err = tmp / f"watch-{pps}.err"
     db = tmp / f"w-{pps}.db"
     w = subprocess.Popen(["ip", "netns", "exec", ns, "taskset", "-c", cpu_watch, sys.executable,
                           "-m", "poolsniff", "watch", "-i", "vb", "--db", str(db), "--alerts",
                           str(alerts), "--buffer-mb", str(buffer_mb), "--stats-every", "1s",
-                          "--no-status"], stdout=subprocess.DEVNULL, stderr=err.open("w"),
+                          "--no-status", "--workers", str(workers)],
+                         stdout=subprocess.DEVNULL, stderr=err.open("w"),
                          cwd=ROOT)
     while "watching live:vb" not in err.read_text():
         if w.poll() is not None:
@@ -113,6 +122,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="replay length per rate")
     ap.add_argument("--long", type=float, default=60.0, help="length of the memory run")
     ap.add_argument("--buffer-mb", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=1, help="watch --workers")
+    ap.add_argument("--watch-cpus", default="0", help="cores the watch runs on (taskset -c)")
+    ap.add_argument("--replay-cpu", default="1", help="core tcpreplay runs on")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "live.json"))
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -131,7 +143,8 @@ def main() -> int:
         tmp = Path(tempfile.mkdtemp(prefix="psbench-"))
         for pps in [int(x) for x in a.rates.split(",")]:
             loops = max(1, int(pps * a.seconds / npk)) if npk else 1
-            r = one_rate(ns, a.pcap, pps, loops, tmp, "0", "1", a.buffer_mb)
+            r = one_rate(ns, a.pcap, pps, loops, tmp, a.watch_cpus, a.replay_cpu, a.buffer_mb,
+                         workers=a.workers)
             r.pop("rss_samples_mb")
             results.append(r)
             print(f"{pps:>8} pps asked, {r['pps_sent'] or 0:>10,.0f} sent/s: received "
@@ -142,7 +155,8 @@ def main() -> int:
         best = max(clean, key=lambda r: r["pps_sent"] or 0) if clean else None
         long_rate = int(best["pps_asked"]) if best else int(a.rates.split(",")[0])
         loops = max(1, int(long_rate * a.long / npk)) if npk else 1
-        mem = one_rate(ns, a.pcap, long_rate, loops, tmp, "0", "1", a.buffer_mb, sample=True)
+        mem = one_rate(ns, a.pcap, long_rate, loops, tmp, a.watch_cpus, a.replay_cpu, a.buffer_mb,
+                       sample=True, workers=a.workers)
         s = [k for _t, k in mem["rss_samples_mb"]]
         print(f"memory over a {a.long:.0f}s replay at {long_rate} pps: RSS "
               f"{min(s) if s else 0}–{max(s) if s else 0} MB (samples each second: "
@@ -150,7 +164,8 @@ def main() -> int:
     finally:
         sh("ip", "netns", "del", ns)
     doc = {"date": time.strftime("%Y-%m-%d"), "pcap": a.pcap, "packets_in_pcap": npk,
-           "cpu": os.cpu_count(), "rates": results,
+           "cpu": os.cpu_count(), "workers": a.workers, "watch_cpus": a.watch_cpus,
+           "replay_cpu": a.replay_cpu, "rates": results,
            "best_kept_up_pps": best["pps_sent"] if best else None, "memory_run": mem}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))

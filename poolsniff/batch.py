@@ -439,7 +439,7 @@ def _split(sc: Scanner, hd: Headers, common: np.ndarray) -> tuple[np.ndarray, np
         # a --jobs part: the flows and DNS messages of the others are not ours (their DNS
         # answers still teach us pool endpoints)
         k, parts = sc.part
-        mine = (hd.h % np.uint64(parts)) == np.uint64(k)
+        mine = ((hd.h >> np.uint64(32)) % np.uint64(parts)) == np.uint64(k)     # hashing.part_of
         tcp = tcp[mine[tcp]]
         others_dns = dns[~mine[dns]]
         dns = dns[mine[dns]]

@@ -35,7 +35,7 @@ from poolsniff.dnstcp import DnsOverTcp
 from poolsniff.evidence import FlowRecord, HostEvidence, Traffic, host_order
 from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFramer,
                                looks_like_http, opens_json, parse_json)
-from poolsniff.hashing import flow_hash
+from poolsniff.hashing import flow_hash, part_of
 from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
 from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
 from poolsniff.signatures import Catalogue, Match
@@ -371,7 +371,7 @@ class Scanner:
         """Whether this scanner handles the segment's flow (always, unless it is a --jobs part)."""
         if self.part is None:
             return True
-        return flow_hash(seg.src, seg.sport, seg.dst, seg.dport) % self.part[1] == self.part[0]
+        return part_of(flow_hash(seg.src, seg.sport, seg.dst, seg.dport), self.part[1]) == self.part[0]
 
     def end_batch(self, n: int) -> None:
         """After n packets: finish idle flows every SWEEP_EVERY packets."""

@@ -162,7 +162,7 @@ def test_watch_workers_store_what_one_watch_stores_and_alert_once(tmp_path, cata
     those of a one-process watch, and the hosts were split between the workers."""
     import ipaddress
 
-    from poolsniff.hashing import flow_hash
+    from poolsniff.hashing import flow_hash, part_of
     from poolsniff.scan import merge_results, scan_files
     files = [str(PUBLIC / f) for f in WORKER_CAPTURES] + [str(PCAPS / "xmrig_compact.pcap")]
     expected = merge_results([scan_files([f], catalogue) for f in files])
@@ -197,8 +197,9 @@ def test_watch_workers_store_what_one_watch_stores_and_alert_once(tmp_path, cata
     # some host's sessions fell to more than one worker
     split = 0
     for h in got["hosts"]:
-        parts = {flow_hash(ipaddress.ip_address(e["src_ip"]).packed, e["src_port"],
-                           ipaddress.ip_address(e["dest_ip"]).packed, e["dest_port"]) % workers
+        parts = {part_of(flow_hash(ipaddress.ip_address(e["src_ip"]).packed, e["src_port"],
+                                   ipaddress.ip_address(e["dest_ip"]).packed, e["dest_port"]),
+                         workers)
                  for e in h["evidence"] if "src_port" in e}
         split += len(parts) > 1
     assert split
