@@ -31,7 +31,7 @@ from poolsniff.batch import feed_block
 from poolsniff.errors import CaptureError, ConfigError
 from poolsniff.evidence import HostEvidence, Traffic, merge_hosts
 from poolsniff.output import envelope
-from poolsniff.pipeline import Scanner, pipeline_gc
+from poolsniff.pipeline import Scanner, Stats, pipeline_gc
 from poolsniff.scan import merge_counts
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.live import LiveCapture, StreamCapture
@@ -380,7 +380,7 @@ class Watcher:
         counts packets and bytes), libpcap's are per socket: received as the lead's, drops
         added up (a packet one socket dropped is lost to that worker's flows)."""
         infos = [i for i in self.infos if i is not None]
-        st: dict[str, Any] = {}
+        st: dict[str, Any] = {} if infos else Stats().to_dict()      # (nothing sent yet)
         for i in infos:
             st = merge_counts(st, {k: v for k, v in i.items() if k not in _PER_WORKER})
         caps = [i["capture"] for i in infos]
