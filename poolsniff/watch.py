@@ -21,9 +21,9 @@ import pwd
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from poolsniff.alerts import Alerter, AlertSink
