@@ -373,6 +373,29 @@ def test_workers_a_dead_worker_stops_the_watch_a_dead_watch_its_workers(
     assert_same_hosts(scanned, report(db))
 
 
+def test_workers_sighup_reloads_signatures_and_reopens_alerts(netns, tcpreplay, tmp_path):
+    """SIGHUP to a watch with workers: each worker reloads the signatures, the watch reopens
+    the alert file (log rotation), and the next alert goes to the new file."""
+    db = tmp_path / "hup.db"
+    w = Watch(netns, tmp_path, db, "hup", "--workers", "2")
+    w.wait_received(replay(netns, [str(PCAPS / "stratum_btc_compact.pcap")]))
+    assert [e["src_ip"] for e in w.events("mining")] == ["10.1.0.10"]
+    rotated = tmp_path / "rotated.json"
+    w.alerts.rename(rotated)
+    w.p.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while w.err.read_text().count("signatures reloaded") < 2:
+        assert time.time() < deadline, w.err.read_text()
+        time.sleep(0.1)
+    sent = replay(netns, [str(PCAPS / "xmrig_compact.pcap")])
+    deadline = time.time() + 30
+    while not w.events("mining"):
+        assert time.time() < deadline and sent, "no alert in the reopened file"
+        time.sleep(0.1)
+    assert [e["src_ip"] for e in w.events("mining")] == ["10.1.0.15"]
+    assert w.stop() == 0, w.err.read_text()
+
+
 def test_missing_interface_is_one_line_exit_2(tmp_path):
     r = run(sys.executable, "-m", "poolsniff", "watch", "-i", "nosuch0", "--db",
             str(tmp_path / "x.db"), check=False)
@@ -394,17 +417,21 @@ def test_no_capture_permission_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-def test_drops_root_after_opening_the_interface(netns):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_drops_root_after_opening_the_interface(netns, workers):
     import shutil
     import tempfile
     d = Path(tempfile.mkdtemp(prefix="poolsniff-user-", dir="/tmp"))   # reachable by nobody
     os.chown(d, 65534, 65534)
     db = d / "ev.db"
-    w = Watch(netns, d, db, "user", "--user", "nobody")
+    w = Watch(netns, d, db, "user", "--user", "nobody", "--workers", str(workers))
     try:
-        status = Path(f"/proc/{w.p.pid}/status").read_text()
-        uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
-        assert set(uids) == {"65534"}, uids
+        pids = [w.p.pid] + (_children(w.p.pid) if workers > 1 else [])
+        assert len(pids) == 1 + (workers if workers > 1 else 0)
+        for pid in pids:            # the watch and every capture process
+            status = Path(f"/proc/{pid}/status").read_text()
+            uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
+            assert set(uids) == {"65534"}, (pid, uids)
         time.sleep(2 * FLUSH)
     finally:
         assert w.stop() == 0, w.err.read_text()
