@@ -461,6 +461,51 @@ def grin(name: str) -> None:
            accepted=3, rejected=0, work=None, window=None, n=None)
 
 
+BEAM_KEY = "1b9e2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a6f7e8d9c0b1a2f3e.rig7"
+
+
+def beam_session(f: Flow, login: bool = True, n: int = 6) -> None:
+    """Beam's stratum (BeamMW/beam pow/stratum.h), with NiceHash's additions (nonceprefix,
+    height): every field beside "method", answers as "result" messages with a code."""
+    t = T0
+    if login:
+        f.c(t, {"method": "login", "api_key": BEAM_KEY, "id": "login", "jsonrpc": "2.0"})
+        f.s(t + 0.1, {"id": "login", "code": 0, "description": "Login successful",
+                      "nonceprefix": "ab4e3a", "forkheight": 321321, "jsonrpc": "2.0",
+                      "method": "result"})
+    f.s(t + 0.2, {"method": "job", "id": "212", "input": "5c" * 32, "difficulty": 3441671469,
+                  "nonceprefix": "ab4e3a", "height": 1200000, "jsonrpc": "2.0"})
+    for k in range(n):
+        ts = t + 5 + 7 * k
+        f.c(ts, {"method": "solution", "id": "212", "nonce": f"ab4e3a{k:010x}", "output": "9d" * 104,
+                 "jsonrpc": "2.0"})
+        code, desc = (3, "expired") if k == n - 1 else (1, "accepted")
+        f.s(ts + 0.1, {"id": "212", "code": code, "description": desc, "jsonrpc": "2.0",
+                       "method": "result"})
+    f.s(t + 5 + 7 * n, {"method": "cancel", "id": "212", "jsonrpc": "2.0"})
+
+
+def beam(name: str) -> None:
+    f = Flow("10.1.0.26", "203.0.113.26", 50026, 3334)
+    beam_session(f)
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.26", pool_ip="203.0.113.26", pool_port=3334, dialect="beam", coin="BEAM",
+           algorithm="beamhash", worker=BEAM_KEY, wallet=None, agent=None, submitted=6, accepted=5,
+           rejected=1, stale=1, work=None, window=None, n=None, difficulty=[3441671469])
+
+
+def beam_midstream(name: str) -> None:
+    """No SYN, no login: the capture starts inside a line, then jobs, solutions, results."""
+    f = Flow("10.1.0.27", "203.0.113.27", 50027, 3334, handshake=False, segment=31, reorder=True)
+    f.msgs.append(Msg(T0 - 1, False, b'ption":"accepted","jsonrpc":"2.0","method":"result"}\n'))
+    beam_session(f, login=False, n=4)
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.27", pool_ip="203.0.113.27", pool_port=3334, dialect="beam", coin="BEAM",
+           algorithm="beamhash", worker=None, wallet=None, agent=None, submitted=4, accepted=3,
+           rejected=1, stale=1, work=None, window=None, n=None, difficulty=[3441671469],
+           midstream=True)
+
+
 def http_getwork(name: str) -> None:
     f = Flow("10.1.0.18", "203.0.113.18", 50010, 8332)
     body = json.dumps({"id": 1, "method": "getwork", "params": []}).encode()
@@ -1054,6 +1099,7 @@ DIALECT_SCENARIOS = [
     (kaspa, "kaspa_vlan.pcap"),
     (xmrig, "xmrig_compact.pcap"),
     (grin, "grin.pcap"),
+    (beam, "beam.pcap"),
     (http_getwork, "getwork_http.pcap"),
     (coinhive_ws, "coinhive_websocket.pcap"),
 ]
@@ -1085,6 +1131,7 @@ def main() -> None:
     VARIANT.clear()
     stratum_btc_midstream("stratum_btc_midstream.pcap")
     xmrig_midstream("xmrig_midstream_reordered.pcap")
+    beam_midstream("beam_midstream_reordered.pcap")
     xmrig_fast_open("xmrig_fast_open.pcap")
     coinhive_ws("coinhive_websocket_deflate.pcap", deflate=True)
     multi_interface("multi_interface.pcapng")

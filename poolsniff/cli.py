@@ -32,9 +32,9 @@ def cli() -> None:
 
     poolsniff reads packet captures (scan) or a live interface (watch),
     recognises every mining protocol dialect it knows (Stratum V1,
-    EthereumStratum, eth-proxy, KawPow/Equihash/Kaspa, XMRig, Grin, HTTP
-    getwork, browser WebSocket miners) and pool host names in DNS, TLS SNI and
-    HTTP, and lists every host that mines with the packets that prove it;
+    EthereumStratum, eth-proxy, KawPow/Equihash/Kaspa, XMRig, Grin, Beam,
+    HTTP getwork, browser WebSocket miners) and pool host names in DNS, TLS
+    SNI and HTTP, and lists every host that mines with the packets that prove it;
     report turns that evidence into a sweep report per institution.
 
     \b

@@ -25,11 +25,14 @@ WORK_PER_DIFF = {
     "scrypt": 2.0 ** 16,          # cpuminer divides the wire difficulty by 65536
 }
 
+#: algorithms whose difficulty-to-work is not settled (§6.2: Grin, Beam): no hashes per share
+NOT_COVERED = {"cuckoo", "beamhash"}
+
 #: algorithms whose pool difficulty uses the scrypt convention, by coin
 SCRYPT_COINS = {"LTC", "DOGE"}
 
 #: the unit a hashrate of each algorithm is counted in
-UNITS = {"equihash": "Sol/s", "cuckoo": "g/s"}
+UNITS = {"equihash": "Sol/s", "cuckoo": "g/s", "beamhash": "Sol/s"}
 
 
 def hashrate_ci(n: int, exposure: float, conf: float = 0.95) -> tuple[float, float, float]:
@@ -69,10 +72,13 @@ def sum_rate_ci(counts: list[int], exposures: list[float],
     return y, lo, hi
 
 
-def work_factor(algorithm: str, unit: str) -> float:
-    """Hashes per raw work unit: 1 for targets, hashes-per-difficulty for difficulties."""
+def work_factor(algorithm: str, unit: str) -> float | None:
+    """Hashes per raw work unit: 1 for targets, hashes-per-difficulty for difficulties (the
+    cgminer convention where the reference names none); None where it is not settled."""
     if unit == "target":
         return 1.0
+    if algorithm in NOT_COVERED:
+        return None
     return WORK_PER_DIFF.get(algorithm, DIFF1_WORK)
 
 

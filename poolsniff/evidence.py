@@ -28,7 +28,7 @@ VERDICTS = {"none": 0, "suspect": 1, "mining": 2}
 
 #: default coin of an algorithm when nothing else tells
 ALGO_COIN = {"sha256d": "BTC", "scrypt": "LTC", "ethash": "ETH", "kawpow": "RVN",
-             "equihash": "ZEC", "kheavyhash": "KAS", "cuckoo": "GRIN"}
+             "equihash": "ZEC", "kheavyhash": "KAS", "cuckoo": "GRIN", "beamhash": "BEAM"}
 
 
 def algo_coin(algo: str | None) -> str | None:
@@ -637,12 +637,15 @@ class HostEvidence:
         self.difficulty_changes += rec.difficulty_changes
         for kind, raw, hashes in rec.difficulties:
             if kind == "difficulty" and algo:
-                hashes = raw * work_factor(algo, "diff")
+                f = work_factor(algo, "diff")
+                hashes = None if f is None else raw * f
             self.difficulty.add((algo or "", kind, raw, hashes))
         for unit, raw_exp in rec.exposure_raw.items():
             if not algo:
                 continue
             f = work_factor(algo, unit)
+            if f is None:
+                continue
             r = self.rates.setdefault(algo, AlgoRate())
             r.add("exposure", raw_exp / f)
             r.n += rec.n_exposed.get(unit, 0)

@@ -15,8 +15,8 @@ MULTI = sorted(n for n, e in EXPECTED.items() if "hosts" in e)
 def test_every_dialect_in_every_variant():
     dialects = {EXPECTED[n]["dialect"] for n in NAMES}
     assert dialects >= {"stratum-v1", "ethereumstratum-1.0.0", "eth-proxy", "stratum-kawpow",
-                        "stratum-equihash", "stratum-kaspa", "xmrig", "grin", "getwork-http",
-                        "coinhive-ws"}
+                        "stratum-equihash", "stratum-kaspa", "xmrig", "grin", "beam",
+                        "getwork-http", "coinhive-ws"}
     for d in dialects - {"stratum-v1"}:
         variants = [n for n in NAMES if EXPECTED[n]["dialect"] == d]
         assert any("_spaced" in n for n in variants) and any("_reordered" in n for n in variants), d
@@ -43,9 +43,15 @@ def test_host_record(name, expected, catalogue):
     assert h["shares"]["submitted"] == exp["submitted"]
     assert h["shares"]["accepted"] == exp["accepted"]
     assert h["shares"]["rejected"] == exp["rejected"]
+    if "stale" in exp:
+        assert h["shares"]["stale"] == exp["stale"]
     assert stats["anomalies"] == {}
+    if exp.get("difficulty"):
+        assert [d["value"] for d in h["difficulty"]] == exp["difficulty"]
     if exp["work"] is None:
         assert all(r["hs"] is None for r in h["hashrate"])
+        # no hashes per share where the reference does not settle them (Grin, Beam: §6.2)
+        assert all(d["hashes_per_share"] is None for d in h["difficulty"]), h["difficulty"]
         return
     (r,) = h["hashrate"]
     assert r["algorithm"] == exp["algorithm"]
@@ -180,3 +186,29 @@ def test_proxies_without_a_mining_protocol(expected, catalogue):
         (ev,) = hosts[ip]["evidence"]
         assert "request for xmr-eu1.nanopool.org:14433" in ev["reason"] and ev["pcap_cnt"] > 0
     assert not set(exp["clean"]) & set(hosts)
+
+
+def test_beam_shapes_alone_do_not_make_a_miner():
+    """Beam's login (an api_key beside the method) and its 'result' answers are shapes a web
+    API could send: they are evidence only with a job or a solution, which are Beam's own
+    (a 32-byte input with a packed difficulty; a nonce with a solution's output)."""
+    from poolsniff.dialects import Session, handle, sender_role
+    from poolsniff.model import TOCLIENT, TOSERVER
+    s = Session()
+    handle(s, {"method": "login", "api_key": "k-123", "id": 1, "jsonrpc": "2.0"}, TOSERVER, 1, 0.0)
+    handle(s, {"method": "result", "id": 1, "code": 0, "description": "ok", "jsonrpc": "2.0"},
+           TOCLIENT, 2, 0.1)
+    handle(s, {"method": "result", "id": 9, "code": 1, "description": "x", "jsonrpc": "2.0"},
+           TOCLIENT, 3, 0.2)
+    assert not any(o.data.get("proof") for o in s.out), s.out
+    assert sender_role({"method": "job", "id": "1", "input": "ab" * 32, "difficulty": 5}) == "server"
+    assert sender_role({"method": "solution", "id": "1", "nonce": "00ff", "output": "ab" * 104}) \
+        == "client"
+    handle(s, {"method": "job", "id": "7", "input": "ab" * 32, "difficulty": 5, "jsonrpc": "2.0"},
+           TOCLIENT, 4, 0.3)
+    assert any(o.data.get("proof") for o in s.out) and s.dialect == "beam"
+    # not Beam's: a job without the 32-byte input, a solution with params, a result without code
+    for msg in ({"method": "job", "id": "7", "input": "ab", "difficulty": 5},
+                {"method": "solution", "params": {"nonce": "00"}, "id": 3},
+                {"method": "result", "id": 3, "description": "done"}):
+        assert sender_role(msg) is None, msg

@@ -116,8 +116,9 @@ class Session:
         self.remember(msg_id, remember_as, work=w, exposed=w is not None and self.work is not None)
 
     def share_result(self, extra: dict[str, Any], res: Any, err: Any, direction: str, frame: int,
-                     ts: float) -> None:
-        """The pool's answer to a share: accepted, or rejected with its code (stale noted)."""
+                     ts: float, stale_codes: tuple[int, ...] = (21, -32503)) -> None:
+        """The pool's answer to a share: accepted, or rejected with its code (stale noted:
+        the dialect's codes for a share of a job gone by, or the word)."""
         w, unit = extra.get("work") or (None, None)
         exposed = bool(extra.get("exposed"))
         ok = (res is True and err in (None, False)) \
@@ -129,7 +130,7 @@ class Session:
             return
         code, text = _error(err)
         self.emit("rejected", frame, ts, direction, self.dialect, code=code, error=text,
-                  stale=code in (21, -32503) or "stale" in (text or "").lower(),
+                  stale=code in stale_codes or "stale" in (text or "").lower(),
                   work=w, unit=unit, exposed=exposed)
 
     def job_work(self, job_id: Any) -> tuple[float, str] | None:
@@ -194,6 +195,7 @@ def other(direction: str) -> str:
 
 
 from poolsniff.dialects import (  # noqa: E402  (the registry needs Session above)
+    beam,
     coinhive,
     cryptonote,
     ethproxy,
@@ -203,7 +205,7 @@ from poolsniff.dialects import (  # noqa: E402  (the registry needs Session abov
 )
 
 #: dialect modules in the order orphan results are offered to them
-DIALECTS = (stratum, ethproxy, cryptonote, grin, getwork, coinhive)
+DIALECTS = (stratum, ethproxy, cryptonote, grin, beam, getwork, coinhive)
 
 #: method -> (module, handler); client methods prove the sender is the miner
 REQUESTS: dict[str, tuple[Any, Handler]] = {}

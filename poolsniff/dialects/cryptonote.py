@@ -3,7 +3,8 @@
 
 The job target is little-endian: 4 bytes → ``W ≈ 2^32 / t32`` (XMRig's exact
 conversion), 8 bytes → ``(2^64-1) / t64``. Grin's lookalike ``login``/``job``/
-``submit`` messages are handed to :mod:`poolsniff.dialects.grin`.
+``submit`` messages are handed to :mod:`poolsniff.dialects.grin`, Beam's ``login`` and
+``job`` (fields beside ``method``, no ``params``) to :mod:`poolsniff.dialects.beam`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from poolsniff.coins import find_wallets
 from poolsniff.dialects import Session, is_hex, str_or_none
-from poolsniff.dialects import grin
+from poolsniff.dialects import beam, grin
 
 NAME = "xmrig"
 CLIENT_METHODS = {"login", "submit", "keepalived"}
@@ -22,6 +23,8 @@ U64 = 0xFFFFFFFFFFFFFFFF
 
 
 def shape_ok(method: str, msg: dict[str, Any]) -> bool:
+    if method == "login" and beam.is_login(msg) or method == "job" and beam.is_job(msg):
+        return True
     p = msg.get("params")
     if not isinstance(p, dict):
         return False
@@ -62,6 +65,9 @@ def _m(s: Session, name: str, d: str, f: int, t: float, proof: bool = True) -> N
 
 
 def login(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
+    if beam.is_login(m):
+        beam.login(s, m, d, f, t)
+        return
     p = m["params"]
     # {"login", "pass"} alone is any web API's login; a miner sends an agent, its algorithms,
     # a rig id or a wallet. Without those, the pool's job in the reply is the proof.
@@ -103,6 +109,9 @@ def _job(s: Session, job: dict[str, Any], d: str, f: int, t: float) -> None:
 
 
 def job(s: Session, m: dict[str, Any], d: str, f: int, t: float) -> None:
+    if beam.is_job(m):
+        beam.job(s, m, d, f, t)
+        return
     _job(s, m["params"], d, f, t)
 
 
