@@ -579,6 +579,41 @@ def coinhive_ws(name: str, deflate: bool = False) -> None:
            window=end - job_t, n=len(acc))
 
 
+def eth_ws(name: str) -> None:
+    """Ethash over WebSocket, JSON-RPC 2.0 (CyberChainXyz/stratum-jsonrpc2-ws): eth_subscribe
+    "newWork", jobs as eth_subscription notifications, eth_submitWork with a job id."""
+    f = Flow("10.1.0.28", "203.0.113.28", 50028, 8443)
+    t = T0
+    f.msgs.append(Msg(t, True, b"GET /ws HTTP/1.1\r\nHost: pool.example-ws.test:8443\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              b"Sec-WebSocket-Version: 13\r\n\r\n"))
+    f.msgs.append(Msg(t + 0.1, False, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"))
+
+    def ws(ts: float, obj: dict, client: bool) -> None:
+        f.msgs.append(Msg(ts, client, ws_frame(_line(obj, f.spaced, False).rstrip(b"\n"), client)))
+    ws(t + 0.2, {"id": 1, "jsonrpc": "2.0", "method": "eth_subscribe",
+                 "params": ["newWork", ETH_ADDR + ".rig3", "x", "cyberminer/1.0"]}, True)
+    ws(t + 0.3, {"jsonrpc": "2.0", "id": 1, "result": "0xcd0c3e8af590364c09d0fa6a1210faf5"}, False)
+    job_t = t + 0.4
+    ws(job_t, {"jsonrpc": "2.0", "method": "eth_subscription", "params": {
+        "subscription": "0xcd0c3e8af590364c09d0fa6a1210faf5",
+        "result": ["4orr4", "0x" + "d9" * 32, "0x" + "00" * 32, "0x00008000" + "00" * 28, "0x4d", "86a3"]}}, False)
+    acc = []
+    for k in range(8):
+        ts = job_t + 3 + 4 * k
+        ws(ts, {"id": 10 + k, "jsonrpc": "2.0", "method": "eth_submitWork",
+                "params": ["4orr4", f"0x{k:016x}", "0x" + "d9" * 32]}, True)
+        ws(ts + 0.1, {"jsonrpc": "2.0", "id": 10 + k, "result": True}, False)
+        acc.append(ts)
+    end = f.msgs[-1].t
+    write(name, tcp_packets(f))
+    expect(name, client="10.1.0.28", pool_ip="203.0.113.28", pool_port=8443, dialect="stratum-jsonrpc2.0-ws",
+           coin="ETH", algorithm="ethash", worker=ETH_ADDR + ".rig3", wallet=ETH_ADDR, agent="cyberminer/1.0",
+           submitted=8, accepted=8, rejected=0, work=(1 << 256) / ((0x8000 << 224) + 1),
+           window=end - job_t, n=len(acc))
+
+
 def dns_tls(name: str) -> None:
     """A DNS lookup of a pool's stratum host, then a TLS session with SNI to it; a resolver that
     only forwards the lookup; a host that only visits the pool's web site."""
@@ -1102,6 +1137,7 @@ DIALECT_SCENARIOS = [
     (beam, "beam.pcap"),
     (http_getwork, "getwork_http.pcap"),
     (coinhive_ws, "coinhive_websocket.pcap"),
+    (eth_ws, "eth_websocket.pcap"),
 ]
 
 #: every dialect is also written in these variants (file name suffix, Flow options)

@@ -16,7 +16,7 @@ def test_every_dialect_in_every_variant():
     dialects = {EXPECTED[n]["dialect"] for n in NAMES}
     assert dialects >= {"stratum-v1", "ethereumstratum-1.0.0", "eth-proxy", "stratum-kawpow",
                         "stratum-equihash", "stratum-kaspa", "xmrig", "grin", "beam",
-                        "getwork-http", "coinhive-ws"}
+                        "getwork-http", "coinhive-ws", "stratum-jsonrpc2.0-ws"}
     for d in dialects - {"stratum-v1"}:
         variants = [n for n in NAMES if EXPECTED[n]["dialect"] == d]
         assert any("_spaced" in n for n in variants) and any("_reordered" in n for n in variants), d
@@ -212,3 +212,24 @@ def test_beam_shapes_alone_do_not_make_a_miner():
                 {"method": "solution", "params": {"nonce": "00"}, "id": 3},
                 {"method": "result", "id": 3, "description": "done"}):
         assert sender_role(msg) is None, msg
+
+
+def test_an_ethereum_nodes_subscriptions_are_not_mining():
+    """eth_subscribe is an Ethereum node's API too (newHeads, logs, newPendingTransactions):
+    only the 'newWork' subscription, and notifications that carry a job, are a miner's."""
+    from poolsniff.dialects import Session, handle, sender_role
+    from poolsniff.model import TOCLIENT, TOSERVER
+    s = Session()
+    handle(s, {"id": 1, "jsonrpc": "2.0", "method": "eth_subscribe", "params": ["newHeads"]},
+           TOSERVER, 1, 0.0)
+    handle(s, {"id": 2, "jsonrpc": "2.0", "method": "eth_subscribe",
+               "params": ["logs", {"address": "0x8320fe7702b96808f7bbc0d4a888ed1468216cfd"}]},
+           TOSERVER, 2, 0.1)
+    handle(s, {"jsonrpc": "2.0", "method": "eth_subscription", "params": {
+        "subscription": "0x9ce59a13059e417087c02d3236a0b1cc",
+        "result": {"number": "0x1b4", "hash": "0x" + "ab" * 32, "parentHash": "0x" + "cd" * 32}}},
+           TOCLIENT, 3, 0.2)
+    assert s.out == [] and s.dialect is None
+    assert sender_role({"id": 1, "method": "eth_subscribe", "params": ["newHeads"]}) is None
+    assert sender_role({"id": 1, "method": "eth_subscribe", "params": ["newWork", "u", "p", "a"]}) \
+        == "client"
