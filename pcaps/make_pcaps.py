@@ -697,6 +697,69 @@ def _client_hello(sni: str | None) -> bytes:
     return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
 
+def _certificate(names: list[str]) -> bytes:
+    """A self-signed certificate for ``names`` (CN the first, SAN all), DER. Ed25519 signs
+    deterministically and the key, serial and dates are fixed: the same bytes every run."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.x509.oid import NameOID
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    t0 = datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(4242)
+            .not_valid_before(t0).not_valid_after(t0 + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .sign(key, None))
+    from cryptography.hazmat.primitives.serialization import Encoding
+    return cert.public_bytes(Encoding.DER)
+
+
+def _server_flight(cert: bytes | None, tls13: bool = False) -> bytes:
+    """A server's first TLS flight: ServerHello (TLS 1.3: supported_versions 0x0304, then
+    ChangeCipherSpec and encrypted records), Certificate and ServerHelloDone (TLS 1.2)."""
+    exts = struct.pack("!HHH", 43, 2, 0x0304) if tls13 else b""
+    hello = (b"\x03\x03" + b"\x02" * 32 + b"\x00" + b"\x13\x01" + b"\x00"
+             + struct.pack("!H", len(exts)) + exts)
+    hs = b"\x02" + len(hello).to_bytes(3, "big") + hello
+    if tls13:
+        return (b"\x16\x03\x03" + struct.pack("!H", len(hs)) + hs + b"\x14\x03\x03\x00\x01\x01"
+                + b"\x17\x03\x03\x02\x00" + b"\x5a" * 512)
+    assert cert is not None
+    certs = len(cert).to_bytes(3, "big") + cert
+    body = len(certs).to_bytes(3, "big") + certs
+    hs += b"\x0b" + len(body).to_bytes(3, "big") + body + b"\x0e\x00\x00\x00"
+    return b"\x16\x03\x03" + struct.pack("!H", len(hs)) + hs
+
+
+def tls_certificate(name: str) -> None:
+    """TLS sessions whose client sends no SNI (as XMRig does by default): in TLS 1.2 the
+    server's certificate names the pool (10.1.0.29, on a pool's stratum TLS port); a TLS 1.3
+    server's certificate is encrypted (10.1.0.31); a certificate of no pool (10.1.0.32);
+    a certificate that is not one (10.1.0.33: an anomaly, no host)."""
+    pkts = []
+    cases = [("10.1.0.29", "203.0.113.29", 9000, _server_flight(_certificate(["*.supportxmr.com", "supportxmr.com"]))),
+             ("10.1.0.31", "203.0.113.31", 9000, _server_flight(None, tls13=True)),
+             ("10.1.0.32", "203.0.113.32", 443, _server_flight(_certificate(["www.example.org"]))),
+             ("10.1.0.33", "203.0.113.33", 443, _server_flight(b"\x30\x82\x01\x00" + b"\xee" * 256))]
+    for i, (client, server, port, flight) in enumerate(cases):
+        f = Flow(client, server, 50029 + i, port, segment=700)
+        t = T0 + i
+        f.msgs += [Msg(t, True, _client_hello(None)), Msg(t + 0.05, False, flight)]
+        for k in range(4):
+            f.msgs.append(Msg(t + 5 + 20 * k, True, b"\x17\x03\x03\x00\x40" + b"\x99" * 64))
+            f.msgs.append(Msg(t + 5.1 + 20 * k, False, b"\x17\x03\x03\x00\x30" + b"\x98" * 48))
+        pkts += tcp_packets(f)
+    pkts.sort(key=lambda p: float(p.time))
+    write(name, pkts)
+    expect(name, client="10.1.0.29", pool_ip="203.0.113.29", pool_port=9000, dialect="tls", coin="XMR",
+           domain="*.supportxmr.com", not_hosts=["10.1.0.31", "10.1.0.32", "10.1.0.33"],
+           anomaly="tls.bad_certificate")
+
+
 def benign_jsonrpc(name: str) -> None:
     """Ordinary JSON-RPC (an 'echo' service, a node RPC, a 'login' with other fields): no mining."""
     f = Flow("10.1.0.30", "203.0.113.30", 50014, 8080)
@@ -1177,6 +1240,7 @@ def main() -> None:
     stratum_v2_shape("stratum_v2_shape.pcap")
     dns_tls("dns_tls_sni.pcap")
     dns_over_tcp("dns_over_tcp.pcap")
+    tls_certificate("tls_certificate.pcap")
     benign_jsonrpc("benign_jsonrpc.pcap")
     proxied_xmrig("socks5_xmrig.pcap", "socks5")
     proxied_xmrig("socks4a_xmrig.pcap", "socks4a")

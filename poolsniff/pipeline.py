@@ -37,7 +37,8 @@ from poolsniff.framing import (HttpFramer, HttpMessage, LineFramer, WebSocketFra
                                looks_like_http, opens_json, parse_json)
 from poolsniff.hashing import flow_hash, part_of
 from poolsniff.model import TOCLIENT, TOSERVER, Anomaly, Packet, Segment
-from poolsniff.protocols import client_hello_sni, looks_like_tls, parse_dns, resolve_chain
+from poolsniff.protocols import (certificate_names, client_hello_sni, looks_like_tls, parse_dns,
+                                 resolve_chain, server_certificate)
 from poolsniff.signatures import Catalogue, Match
 from poolsniff.stream import Budget, HalfStream
 from poolsniff.tunnel import FAIL, MORE, ProxyHandshake, proxy_kind
@@ -189,7 +190,7 @@ class Flow:
                  "client", "syn_seen", "state", "app", "streams", "framers", "session",
                  "record", "inspected", "tls_buf", "endpoint", "sni", "file", "http_host",
                  "midstream", "payload_bytes", "first_frame", "isn", "sign", "sign_frame",
-                 "fin", "close_ts", "data_ts", "proxy", "tunnel", "queued")
+                 "fin", "close_ts", "data_ts", "proxy", "tunnel", "queued", "cert")
 
     def __init__(self, key: tuple[Any, ...], seg: Segment, file: str) -> None:
         self.key = key
@@ -215,6 +216,7 @@ class Flow:
         self.tls_buf = b""
         self.endpoint: Match | None = None   # the server side is a known pool endpoint
         self.sni: str | None = None
+        self.cert: str | None = None          # the server certificate's name that named a pool
         self.http_host: str | None = None
         self.file = file
         self.midstream = False
@@ -643,6 +645,9 @@ class Scanner:
         if flow.app == "tls":
             self._tls(flow, side, data, frame, ts)
             return
+        if flow.app == "tls-cert":
+            self._tls_certificate(flow, side, data, frame, ts, gap)
+            return
         if flow.app == "proxy":
             self._proxy(flow, side, data, frame, ts, gap)
             return
@@ -749,10 +754,49 @@ class Scanner:
                 rec.note(f"TLS ClientHello SNI {sni} (signature {hit.pool.id} {hit.role} host "
                          f"{hit.host.pattern})", frame, ts, TOSERVER)
                 self._domain_event(flow, sni, "tls.sni", hit, frame, ts)
+        elif flow.endpoint is None:
+            # a client that names no server is not a browser (XMRig sends no SNI): in TLS 1.2
+            # the server's certificate, in clear, may name the pool
+            flow.app = "tls-cert"
+            return
+        self._tls_decided(flow)
+
+    def _tls_decided(self, flow: Flow) -> None:
         # encrypted from here on: the verdict rests on the endpoint, inspection stops
         flow.state = "mining" if flow.endpoint is not None and flow.endpoint.role == "stratum" \
             else "other"
         self._release(flow)
+
+    def _tls_certificate(self, flow: Flow, side: int, data: bytes, frame: int, ts: float,
+                         gap: bool) -> None:
+        """The server's first flight of a TLS session without SNI: its certificate's names
+        (TLS 1.2 and earlier; a TLS 1.3 certificate is encrypted) matched against the
+        catalogue."""
+        if side == flow.client:
+            return
+        if gap or not self.budget.take(len(data)):
+            self._tls_decided(flow)         # the flight is lost, or no memory to hold it
+            return
+        flow.tls_buf += data
+        done, _tls13, der = server_certificate(flow.tls_buf)
+        if not done:
+            return
+        names = certificate_names(der) if der is not None else []
+        if names is None:
+            self._anomaly("tls.bad_certificate", frame, ts, "applayer", "tls", flow=flow)
+        c = flow.client if flow.client is not None else 1 - side
+        for name in names or ():
+            hit = self.cat.match_certificate(name, flow.ports[1 - c])
+            if hit is None:
+                continue
+            flow.endpoint = hit
+            flow.cert = name
+            self._record(flow).note(
+                f"TLS server certificate for {name}, no SNI from the client (signature "
+                f"{hit.pool.id} {hit.role} host {hit.host.pattern})", frame, ts, TOCLIENT)
+            self._domain_event(flow, name, "tls.certificate", hit, frame, ts)
+            break
+        self._tls_decided(flow)
 
     def _http(self, flow: Flow, side: int, msg: HttpMessage) -> None:
         if flow.state == "other":
@@ -1069,7 +1113,7 @@ class Scanner:
                           f"session with pool web site {server_ip}:{port} = {endpoint.name} "
                           f"(learned from {where}; signature {endpoint.pool.id})", flow.first_frame)
             return
-        if endpoint is not None and not rec.proof and flow.sni:
+        if endpoint is not None and not rec.proof and (flow.sni or flow.cert):
             rec.dialects.append("tls")
         domain = endpoint.name if endpoint is not None else \
             flow.sni or flow.http_host or (flow.tunnel[1] if flow.tunnel else None)
@@ -1160,6 +1204,8 @@ def _learned_from(flow: Flow) -> str:
     """Where a flow's pool endpoint was named."""
     if flow.sni:
         return "TLS SNI"
+    if flow.cert:
+        return "TLS certificate"
     if flow.http_host:
         return "HTTP Host"
     if flow.tunnel is not None and flow.endpoint is not None \

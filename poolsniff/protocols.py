@@ -1,5 +1,5 @@
-"""DNS messages and TLS ClientHellos: the two places pool host names show up
-outside the mining protocol. Both parsers are bounded and never raise.
+"""DNS messages, TLS ClientHellos and TLS 1.2 server certificates: where pool host names
+show up outside the mining protocol. The parsers are bounded and never raise.
 """
 
 from __future__ import annotations
@@ -163,3 +163,99 @@ def client_hello_sni(data: bytes) -> tuple[bool, str | None, list[str]]:
         return True, sni, alpn
     except (IndexError, struct.error):
         return True, None, []
+
+
+#: the server's first flight read at most this far for its certificate (a chain of a few
+#: certificates fits; past it the search ends)
+MAX_SERVER_FLIGHT = 65536
+TLS13 = 0x0304
+
+
+def server_certificate(data: bytes) -> tuple[bool, bool, bytes | None]:
+    """(complete, TLS 1.3, the first certificate's DER) from the start of a server's TLS
+    stream: its handshake records (ServerHello, Certificate...) read in order.
+
+    In TLS 1.2 and earlier the Certificate message follows the ServerHello in clear; in
+    TLS 1.3 (a ServerHello whose supported_versions says 0x0304) it is encrypted, and
+    a resumed session sends none. ``complete`` is False while more bytes are needed."""
+    off = 0
+    hs = b""
+    while off + 5 <= len(data):
+        ctype = data[off]
+        rec_len = struct.unpack_from("!H", data, off + 3)[0]
+        if ctype != 22:                 # not a handshake record: the first flight is over
+            return True, False, None
+        if off + 5 + rec_len > len(data):
+            break
+        hs += data[off + 5:off + 5 + rec_len]
+        off += 5 + rec_len
+        p = 0
+        while p + 4 <= len(hs):
+            mtype = hs[p]
+            mlen = int.from_bytes(hs[p + 1:p + 4], "big")
+            if p + 4 + mlen > len(hs):
+                break
+            body = hs[p + 4:p + 4 + mlen]
+            if mtype == 2 and _server_hello_tls13(body):
+                return True, True, None
+            if mtype == 11:
+                return True, False, _first_certificate(body)
+            if mtype == 14:             # ServerHelloDone: no certificate was sent
+                return True, False, None
+            p += 4 + mlen
+    return len(data) >= MAX_SERVER_FLIGHT, False, None
+
+
+def _server_hello_tls13(body: bytes) -> bool:
+    try:
+        off = 2 + 32
+        off += 1 + body[off]                                          # session id
+        off += 2 + 1                                                  # cipher suite, compression
+        if off + 2 > len(body):
+            return False
+        end = min(len(body), off + 2 + struct.unpack_from("!H", body, off)[0])
+        off += 2
+        while off + 4 <= end:
+            et, el = struct.unpack_from("!HH", body, off)
+            if et == 43 and el == 2:                                  # supported_versions
+                return bool(struct.unpack_from("!H", body, off + 4)[0] == TLS13)
+            off += 4 + el
+    except (IndexError, struct.error):
+        return False
+    return False
+
+
+def _first_certificate(body: bytes) -> bytes | None:
+    """The first (the server's own) certificate of a TLS 1.2 Certificate message."""
+    if len(body) < 6:
+        return None
+    n = int.from_bytes(body[3:6], "big")
+    der = body[6:6 + n]
+    return der if len(der) == n and n > 0 else None
+
+
+def certificate_names(der: bytes) -> list[str] | None:
+    """The DNS names a certificate is for: its subjectAltName dNSNames, then its subject's
+    common names, lower case; None when it cannot be read. The X.509 parsing is
+    pyca/cryptography's (imported when a certificate is first read)."""
+    try:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+        cert = x509.load_der_x509_certificate(der)
+        names: list[str] = []
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            names += san.value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            pass
+        for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            if isinstance(attr.value, str):
+                names.append(attr.value)
+    except Exception:  # noqa: BLE001 - a third-party parser on hostile bytes (ValueError,
+        return None    # DuplicateExtension, UnsupportedGeneralNameType...): not readable
+    out: list[str] = []
+    for n in names:
+        n = n.strip().lower()[:MAX_NAME]
+        if n and n not in out and len(out) < 32:
+            out.append(n)
+    return out

@@ -227,6 +227,30 @@ class Catalogue:
         """Match a host name (DNS, SNI, HTTP Host, subscribe host) against the catalogue."""
         return self._remembered(name)
 
+    def match_certificate(self, name: str, port: int) -> Match | None:
+        """Match a name a TLS server's certificate is for. A wildcard name (``*.pool.com``)
+        matches a signature's own wildcard host, else the domain itself. A web host's
+        match is taken for the pool's stratum host whose ports include ``port``: a client
+        that sent no SNI (not a browser) on a pool's stratum port is a miner."""
+        n = name.lower().rstrip(".")
+        hit: Match | None = None
+        if n.startswith("*."):
+            for first, pool, host in self._wild.get(n[2:], ()):
+                if first == "*":
+                    hit = Match(pool, host, n)
+                    break
+            else:
+                hit = self.match(n[2:])
+        else:
+            hit = self.match(n)
+        if hit is None:
+            return None
+        if hit.role != "stratum":
+            for h in hit.pool.hosts:
+                if h.role == "stratum" and port in h.ports:
+                    return Match(hit.pool, h, n)
+        return Match(hit.pool, hit.host, n)
+
     def _match(self, name: str) -> Match | None:
         if not name or len(name) > 253:
             return None

@@ -233,3 +233,42 @@ def test_an_ethereum_nodes_subscriptions_are_not_mining():
     assert sender_role({"id": 1, "method": "eth_subscribe", "params": ["newHeads"]}) is None
     assert sender_role({"id": 1, "method": "eth_subscribe", "params": ["newWork", "u", "p", "a"]}) \
         == "client"
+
+
+def test_a_tls_server_certificate_names_the_pool_when_the_client_names_none(expected, catalogue):
+    """No SNI (XMRig's default): the TLS 1.2 server's certificate, in clear, names the pool;
+    a TLS 1.3 certificate is encrypted, a certificate of no pool names nothing, and bytes
+    that are no certificate are an anomaly; none of those three makes a host."""
+    exp = expected["tls_certificate.pcap"]
+    hosts, stats = scan_json([PCAPS / "tls_certificate.pcap"], catalogue)
+    assert set(hosts) == {exp["client"]}
+    h = hosts[exp["client"]]
+    assert h["verdict"] == "mining" and h["coins"] == ["XMR"] and h["dialects"] == ["tls"]
+    assert h["pools"] == [{"ip": exp["pool_ip"], "port": exp["pool_port"], "domain": exp["domain"]}]
+    reasons = [e["reason"] for e in h["evidence"]]
+    assert any(r.startswith("TLS server certificate for *.supportxmr.com, no SNI") for r in reasons)
+    assert any("learned from TLS certificate" in r for r in reasons)
+    assert stats["anomalies"] == {exp["anomaly"]: 1}
+
+
+def test_certificate_parsing_never_raises():
+    """The server flight and certificate parsers on cut and damaged input: bounded, no
+    exception, None where nothing can be read."""
+    import random
+
+    from poolsniff.protocols import MAX_SERVER_FLIGHT, certificate_names, server_certificate
+    data = (PCAPS / "tls_certificate.pcap").read_bytes()
+    rng = random.Random(4)
+    for _ in range(3000):
+        n = rng.randrange(0, 400)
+        blob = bytes(rng.randrange(256) for _ in range(n))
+        if rng.random() < 0.5:
+            blob = b"\x16\x03\x03" + blob
+        done, _tls13, der = server_certificate(blob)
+        assert isinstance(done, bool)
+        if der is not None:
+            certificate_names(der)
+        assert certificate_names(blob) is None or isinstance(certificate_names(blob), list)
+    assert server_certificate(b"\x16\x03\x03\x40\x00" + b"\x00" * 100)[0] is False
+    assert server_certificate(b"\x16\x03\x03\xff\xff" + b"\x0b" * MAX_SERVER_FLIGHT)[0] is True
+    assert len(data) > 0

@@ -90,7 +90,7 @@ def test_summary_numbers_are_exact(generated):
     s = rep["summary"]
     hosts = doc["hosts"]
     mining = [h for h in hosts if h["verdict"] == "mining"]
-    assert s["mining_ips"] == len(mining) == 51
+    assert s["mining_ips"] == len(mining) == 52
     assert s["suspect_ips"] == sum(h["verdict"] == "suspect" for h in hosts) == 6
     # categories and cities, from the independent look-up
     cats: dict[str, int] = {}
@@ -101,10 +101,10 @@ def test_summary_numbers_are_exact(generated):
             cats.get(inst["category"] if inst else "unregistered", 0) + 1
         cities[inst["city"] if inst else "unregistered"] = \
             cities.get(inst["city"] if inst else "unregistered", 0) + 1
-    assert s["ips_by_category"] == cats == {"enterprise": 10, "university": 6, "government": 4,
+    assert s["ips_by_category"] == cats == {"enterprise": 11, "university": 6, "government": 4,
                                             "internet_cafe": 3, "unregistered": 27, "datacenter": 1}
-    assert s["ips_by_city"] == cities == {"苏州": 13, "南京": 7, "徐州": 4, "unregistered": 27}
-    assert s["institutional_share"] == pytest.approx(20 / 51)
+    assert s["ips_by_city"] == cities == {"苏州": 14, "南京": 7, "徐州": 4, "unregistered": 27}
+    assert s["institutional_share"] == pytest.approx(21 / 52)
     # hashrate: per algorithm, the sum of the hosts' estimates, inside its interval
     per_algo: dict[str, list[float]] = {}
     for h in mining:
