@@ -110,6 +110,13 @@ def seeds(target: str, d: Path) -> None:
     elif target == "tls_client_hello":
         files = [bytes.fromhex("160301003a010000360303" + "00" * 32 + "000002130101000008"
                                "0000000c000a00000778612e706f6f6c")]
+        # a server's TLS 1.2 flight with a certificate, from the generated capture
+        from poolsniff.sources.pcapfile import CaptureReader
+        for blk in CaptureReader(str(pcaps / "tls_certificate.pcap")).blocks(4096):
+            for o, n in zip(blk.offs.tolist(), blk.incl.tolist()):
+                at = blk.buf.find(b"\x16\x03\x03", o, o + n)
+                if at >= 0 and blk.buf[at + 5] == 2:
+                    files.append(blk.buf[at:o + n])
     for i, b in enumerate(files):
         (d / f"seed{i}").write_bytes(b)
 

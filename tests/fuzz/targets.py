@@ -26,7 +26,7 @@ from poolsniff.framing import (MAX_HTTP_HEADER, MAX_LINE_BYTES, HttpFramer, Line
                                WebSocketFramer, parse_json)
 from poolsniff.model import Segment
 from poolsniff.pipeline import Scanner
-from poolsniff.protocols import client_hello_sni, parse_dns
+from poolsniff.protocols import certificate_names, client_hello_sni, parse_dns, server_certificate
 from poolsniff.signatures import Catalogue
 from poolsniff.sources.pcapfile import CaptureReader, block_from_packets
 from poolsniff.stream import MAX_OOO_BYTES, Budget, HalfStream
@@ -233,8 +233,16 @@ def dns(data: bytes) -> None:
 
 
 def tls_client_hello(data: bytes) -> None:
+    """The ClientHello reader, and the server flight and certificate readers (no SNI)."""
     client_hello_sni(data)
     client_hello_sni(b"\x16\x03\x01" + data)
+    for flight in (data, b"\x16\x03\x03" + data):
+        done, _tls13, der = server_certificate(flight)
+        assert isinstance(done, bool)
+        if der is not None:
+            names = certificate_names(der)
+            assert names is None or all(isinstance(n, str) and len(n) <= 255 for n in names)
+    certificate_names(data)
 
 
 def pipeline(data: bytes) -> None:
