@@ -23,7 +23,7 @@ U64 = 0xFFFFFFFFFFFFFFFF
 
 
 def shape_ok(method: str, msg: dict[str, Any]) -> bool:
-    if method == "login" and beam.is_login(msg) or method == "job" and beam.is_job(msg):
+    if (method == "login" and beam.is_login(msg)) or (method == "job" and beam.is_job(msg)):
         return True
     p = msg.get("params")
     if not isinstance(p, dict):
