@@ -233,6 +233,8 @@ def content_length(value: str | None) -> int | None:
     empty; None when invalid (a sign, other characters, different numbers)."""
     if value is None or value == "":
         return 0
+    if len(value) <= 18 and value.isdigit() and value.isascii():
+        return int(value)               # the common case: digits only, ASCII
     parts = {p.strip(" \t") for p in value.split(",")}
     if len(parts) != 1:
         return None
