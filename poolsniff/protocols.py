@@ -237,22 +237,36 @@ def _first_certificate(body: bytes) -> bytes | None:
 def certificate_names(der: bytes) -> list[str] | None:
     """The DNS names a certificate is for: its subjectAltName dNSNames, then its subject's
     common names, lower case; None when it cannot be read. The X.509 parsing is
-    pyca/cryptography's (imported when a certificate is first read)."""
+    pyca/cryptography's (imported when a certificate is first read). Certificates in use
+    carry DER quirks it refuses in one part (an encoded default in BasicConstraints makes
+    every extension unreadable): the subject and the extensions are read apart."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    # a third-party parser on hostile bytes raises more than ValueError (DuplicateExtension,
+    # UnsupportedGeneralNameType...): whatever it raises, that part is unreadable
     try:
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
         cert = x509.load_der_x509_certificate(der)
-        names: list[str] = []
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            names += san.value.get_values_for_type(x509.DNSName)
-        except x509.ExtensionNotFound:
-            pass
+    except Exception:  # noqa: BLE001
+        return None
+    names: list[str] = []
+    read = 0
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names += san.value.get_values_for_type(x509.DNSName)
+        read += 1
+    except x509.ExtensionNotFound:
+        read += 1
+    except Exception:  # noqa: BLE001
+        pass
+    try:
         for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
             if isinstance(attr.value, str):
                 names.append(attr.value)
-    except Exception:  # noqa: BLE001 - a third-party parser on hostile bytes (ValueError,
-        return None    # DuplicateExtension, UnsupportedGeneralNameType...): not readable
+        read += 1
+    except Exception:  # noqa: BLE001
+        pass
+    if not read:
+        return None
     out: list[str] = []
     for n in names:
         n = n.strip().lower()[:MAX_NAME]

@@ -272,3 +272,32 @@ def test_certificate_parsing_never_raises():
     assert server_certificate(b"\x16\x03\x03\x40\x00" + b"\x00" * 100)[0] is False
     assert server_certificate(b"\x16\x03\x03\xff\xff" + b"\x0b" * MAX_SERVER_FLIGHT)[0] is True
     assert len(data) > 0
+
+
+def test_a_certificate_with_a_der_quirk_still_names_its_subject():
+    """Certificates in use carry DER quirks pyca/cryptography refuses in one part (a
+    BasicConstraints that encodes its default, as a CA's certificate in Zeek's
+    missing-intermediate trace does): every extension is then unreadable, but the
+    subject's name is still read (before, the whole certificate was an anomaly)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtensionOID, NameOID
+
+    from poolsniff.protocols import certificate_names
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Pool.SupportXMR.com")])
+    t0 = datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(7).not_valid_before(t0)
+            .not_valid_after(t0 + datetime.timedelta(days=10))
+            .add_extension(x509.UnrecognizedExtension(ExtensionOID.BASIC_CONSTRAINTS,
+                                                      b"\x30\x03\x01\x01\x00"), True)
+            .sign(key, None))
+    der = cert.public_bytes(Encoding.DER)
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(der).extensions      # the quirk, as the library sees it
+    assert certificate_names(der) == ["pool.supportxmr.com"]
+    assert certificate_names(der[:40]) is None and certificate_names(b"") is None
