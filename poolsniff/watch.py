@@ -13,6 +13,7 @@ printed once, and every flush retries; capture goes on.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
@@ -21,7 +22,7 @@ import pwd
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -122,32 +123,21 @@ class Watcher:
 
     def _loop(self, src: LiveCapture | StreamCapture, store: EvidenceStore) -> int:
         o = self.o
-        run = store.begin_run(src.name)
+        run = self._start(store, src.name)
         log.info("watching %s (link type %s); evidence store %s, run %d; flush every %gs",
                  src.name, getattr(src, "linktype", "from the stream"), store.path, run,
                  o.flush_every)
-        for h in store.hosts():
-            if h.verdict == "mining":
-                self.mining.add(h.ip)
-        self.alerter = Alerter(store.alerted(), o.suppress)
-        self.sink = AlertSink(o.alerts)
         sc = Scanner(self.cat, o.max_flows, dedup=o.dedup, memcap=o.memcap)
         sc.begin_file(src.name)
         self.scanner = sc
-        old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         started = time.monotonic()
         next_flush = started + o.flush_every
         next_stats = started + o.stats_every
         next_status = started + 1.0
         last_pkts = 0
-        try:
+        with self._running():
             while not self.stop:
-                now = time.monotonic()
-                blk = src.read(timeout=min(0.25, max(0.0, next_flush - now)))
-                if blk is not None:
-                    feed_block(sc, blk)
-                elif src.eof:
+                if not _read_into(src, sc, next_flush):
                     break
                 if self.hup:
                     self.hup = False
@@ -162,24 +152,46 @@ class Watcher:
                     self.sink.write([self._stats_event(src)])
                     next_stats = now + o.stats_every
                 if o.status and now >= next_status:
-                    c = src.counters()
-                    sys.stderr.write(f"\r{sc.stats.packets - last_pkts:>9,} pps  "
-                                     f"dropped {c['dropped']:,}  flows {len(sc.flows):,}  "
-                                     f"mining hosts {len(self.mining):,}   ")
-                    sys.stderr.flush()
+                    self._status_line(sc.stats.packets - last_pkts, src.counters()["dropped"],
+                                      len(sc.flows))
                     last_pkts = sc.stats.packets
                     next_status = now + 1.0
             sc.add_anomalies(getattr(src, "anomalies", []), src.name)
             sc.finish_all()
             ok = self._flush(store, src, final=True)
             self.sink.write([self._stats_event(src)])
+        return 0 if ok else 1
+
+    def _start(self, store: EvidenceStore, source: str) -> int:
+        """A run of the store begins: what it knows of mining hosts and alerts is taken up,
+        the alert sink opened; returns the run's id."""
+        run = store.begin_run(source)
+        for h in store.hosts():
+            if h.verdict == "mining":
+                self.mining.add(h.ip)
+        self.alerter = Alerter(store.alerted(), self.o.suppress)
+        self.sink = AlertSink(self.o.alerts)
+        return run
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """SIGTERM/SIGINT stop and SIGHUP reloads while the loop runs; after it, the old
+        handlers are back, the alert sink is closed and the status line ended."""
+        old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            yield
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             self.sink.close()
-            if o.status:
+            if self.o.status:
                 sys.stderr.write("\n")
-        return 0 if ok else 1
+
+    def _status_line(self, pps: int, dropped: int, flows: int) -> None:
+        sys.stderr.write(f"\r{pps:>9,} pps  dropped {dropped:,}  flows {flows:,}  "
+                         f"mining hosts {len(self.mining):,}   ")
+        sys.stderr.flush()
 
     def _reload(self) -> None:
         cat = _reload_signatures(self.o.sigdir)
@@ -294,24 +306,17 @@ class Watcher:
                    name: str) -> int:
         o = self.o
         n = len(conns)
-        run = store.begin_run(f"{name} ({n} workers)")
+        run = self._start(store, f"{name} ({n} workers)")
         log.info("watching %s with %d workers; evidence store %s, run %d; flush every %gs",
                  name, n, store.path, run, o.flush_every)
-        for h in store.hosts():
-            if h.verdict == "mining":
-                self.mining.add(h.ip)
-        self.alerter = Alerter(store.alerted(), o.suppress)
-        self.sink = AlertSink(o.alerts)
         self.infos: list[dict[str, Any] | None] = [None] * n
         lives: list[tuple[dict[str, HostEvidence], Traffic | None]] = [({}, None)] * n
         running, finished_ok, failed = set(range(n)), set(), []
-        old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         told = False
         started = time.monotonic()
         next_stats, next_status, last_pkts = started + o.stats_every, started + 1.0, 0
         ok = True
-        try:
+        with self._running():
             while running:
                 if self.stop and not told:
                     for k in running:
@@ -359,20 +364,12 @@ class Watcher:
                     next_stats = now + o.stats_every
                 if o.status and now >= next_status:
                     st = self._workers_stats()
-                    sys.stderr.write(f"\r{st.get('packets', 0) - last_pkts:>9,} pps  "
-                                     f"dropped {st['capture']['dropped']:,}  "
-                                     f"flows {st['flows_open']:,}  mining hosts {len(self.mining):,}   ")
-                    sys.stderr.flush()
-                    last_pkts = st.get("packets", 0)
+                    self._status_line(st["packets"] - last_pkts, st["capture"]["dropped"],
+                                      st["flows_open"])
+                    last_pkts = st["packets"]
                     next_status = now + 1.0
             ok = self._commit(store, [], Traffic(), *_union(lives), self._workers_stats, True)
             self.sink.write([envelope("stats", time.time(), {"stats": self._workers_stats()})])
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-            self.sink.close()
-            if o.status:
-                sys.stderr.write("\n")
         return 0 if ok and not failed else 1
 
     def _workers_stats(self) -> dict[str, Any]:
@@ -394,6 +391,16 @@ class Watcher:
 
 
 _PER_WORKER = ("capture", "flows_open", "held_bytes")     # of _pipeline_stats: not added up
+
+
+def _read_into(src: LiveCapture | StreamCapture, sc: Scanner, next_flush: float) -> bool:
+    """One read of the source (waiting at most until the next flush is due) into the
+    scanner; False once the stream has ended."""
+    blk = src.read(timeout=min(0.25, max(0.0, next_flush - time.monotonic())))
+    if blk is not None:
+        feed_block(sc, blk)
+        return True
+    return not src.eof
 
 
 def _source(o: WatchOptions) -> LiveCapture | StreamCapture:
@@ -507,11 +514,7 @@ def worker_main(k: int, o: WatchOptions, conn: Connection, parent: int) -> None:
             while not flags["stop"]:
                 if os.getppid() != parent:
                     return                   # the parent is gone: nobody to send to
-                now = time.monotonic()
-                blk = src.read(timeout=min(0.25, max(0.0, next_flush - now)))
-                if blk is not None:
-                    feed_block(sc, blk)
-                elif src.eof:
+                if not _read_into(src, sc, next_flush):
                     break
                 if flags["hup"]:
                     flags["hup"] = False
