@@ -778,7 +778,7 @@ class Scanner:
             self._tls_decided(flow)         # the flight is lost, or no memory to hold it
             return
         flow.tls_buf += data
-        done, _tls13, der = server_certificate(flow.tls_buf)
+        done, der = server_certificate(flow.tls_buf)
         if not done:
             return
         names = certificate_names(der) if der is not None else []

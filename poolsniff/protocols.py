@@ -171,20 +171,21 @@ MAX_SERVER_FLIGHT = 65536
 TLS13 = 0x0304
 
 
-def server_certificate(data: bytes) -> tuple[bool, bool, bytes | None]:
-    """(complete, TLS 1.3, the first certificate's DER) from the start of a server's TLS
+def server_certificate(data: bytes) -> tuple[bool, bytes | None]:
+    """(complete, the first certificate's DER or None) from the start of a server's TLS
     stream: its handshake records (ServerHello, Certificate...) read in order.
 
     In TLS 1.2 and earlier the Certificate message follows the ServerHello in clear; in
     TLS 1.3 (a ServerHello whose supported_versions says 0x0304) it is encrypted, and
-    a resumed session sends none. ``complete`` is False while more bytes are needed."""
+    a resumed session sends none: complete, without one. ``complete`` is False while more
+    bytes are needed."""
     off = 0
     hs = b""
     while off + 5 <= len(data):
         ctype = data[off]
         rec_len = struct.unpack_from("!H", data, off + 3)[0]
         if ctype != 22:                 # not a handshake record: the first flight is over
-            return True, False, None
+            return True, None
         if off + 5 + rec_len > len(data):
             break
         hs += data[off + 5:off + 5 + rec_len]
@@ -197,13 +198,13 @@ def server_certificate(data: bytes) -> tuple[bool, bool, bytes | None]:
                 break
             body = hs[p + 4:p + 4 + mlen]
             if mtype == 2 and _server_hello_tls13(body):
-                return True, True, None
+                return True, None
             if mtype == 11:
-                return True, False, _first_certificate(body)
+                return True, _first_certificate(body)
             if mtype == 14:             # ServerHelloDone: no certificate was sent
-                return True, False, None
+                return True, None
             p += 4 + mlen
-    return len(data) >= MAX_SERVER_FLIGHT, False, None
+    return len(data) >= MAX_SERVER_FLIGHT, None
 
 
 def _server_hello_tls13(body: bytes) -> bool:

@@ -237,7 +237,7 @@ def tls_client_hello(data: bytes) -> None:
     client_hello_sni(data)
     client_hello_sni(b"\x16\x03\x01" + data)
     for flight in (data, b"\x16\x03\x03" + data):
-        done, _tls13, der = server_certificate(flight)
+        done, der = server_certificate(flight)
         assert isinstance(done, bool)
         if der is not None:
             names = certificate_names(der)
