@@ -381,7 +381,8 @@ class Watcher:
         for i in infos:
             st = merge_counts(st, {k: v for k, v in i.items() if k not in _PER_WORKER})
         caps = [i["capture"] for i in infos]
-        st["capture"] = {"received": infos[0]["capture"]["received"] if infos else 0,
+        lead = self.infos[0]            # worker 0 (the first to send may be another)
+        st["capture"] = {"received": lead["capture"]["received"] if lead is not None else 0,
                          "dropped": sum(c["dropped"] for c in caps),
                          "if_dropped": max((c["if_dropped"] for c in caps), default=0),
                          "workers": caps}
